@@ -1,0 +1,132 @@
+"""The Pix2Rep dock: model choice on top, then Segment, Measures and Pretrain tabs.
+
+A thin Qt shell over the library (see each panel's docstring for the calls it makes).
+Long jobs run in napari workers; when the dock or napari closes, a running job is asked
+to stop at its next step and waited for, so every file it writes is complete.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import (
+    QApplication,
+    QMainWindow,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .common import Links
+from .measure_panel import MeasurePanel
+from .model_box import ModelBox
+from .pretrain_panel import PretrainPanel
+from .runner import JobRunner, shutdown_all
+from .segment_panel import SegmentPanel
+from .settings import Settings
+
+#: How long closing waits for a running job to reach its next step and save (seconds).
+CLOSE_TIMEOUT_S = 120.0
+
+
+def _shutdown(runners: list[JobRunner], links: Links, *_: Any) -> None:
+    """Stop the jobs (waiting for them) and drop the napari event links."""
+    for runner in runners:
+        try:
+            runner.shutdown(CLOSE_TIMEOUT_S)
+        except RuntimeError:  # the Qt side is already gone
+            pass
+    links.disconnect_all()
+
+
+class _CloseWatcher(QObject):
+    """Event filter on napari's main window: stop our jobs before the window closes."""
+
+    def __init__(self, runners: list[JobRunner], parent: QObject) -> None:
+        super().__init__(parent)
+        self.runners = runners
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if event.type() == QEvent.Close:
+            for runner in self.runners:
+                runner.shutdown(CLOSE_TIMEOUT_S)
+        return False
+
+
+class Pix2RepDock(QWidget):
+    """Few-shot cardiac segmentation: annotate a few slices, segment, correct, measure."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.settings = Settings()
+        self.links = Links()
+
+        self.model_box = ModelBox(self.settings)
+        self.segment_panel = SegmentPanel(napari_viewer, self.model_box, self.settings, self.links)
+        self.measure_panel = MeasurePanel(napari_viewer, self.settings, self.links)
+        self.pretrain_panel = PretrainPanel(
+            napari_viewer, self.model_box, self.settings, self.links
+        )
+        self.tabs = QTabWidget()
+        for panel, title in (
+            (self.segment_panel, "Segment"),
+            (self.measure_panel, "Measures"),
+            (self.pretrain_panel, "Pretrain"),
+        ):
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setWidget(panel)
+            self.tabs.addTab(scroll, title)
+        self.tabs.setCurrentIndex(self.settings.get("dock/tab", 0))
+        self.tabs.currentChanged.connect(self._tab_changed)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.model_box)
+        layout.addWidget(self.tabs, 1)
+
+        self.runners = [self.segment_panel.runner, self.pretrain_panel.runner]
+        # the runners are parentless QObjects kept alive by this list and the closure
+        self.destroyed.connect(partial(_shutdown, list(self.runners), self.links))
+        self._close_watcher: _CloseWatcher | None = None
+        app = QApplication.instance()
+        if app is not None and not app.property("napari_pix2rep_quit_hook"):
+            app.aboutToQuit.connect(shutdown_all)
+            app.setProperty("napari_pix2rep_quit_hook", True)
+
+        for runner in self.runners:
+            runner.running_changed.connect(self._watch_close)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        self._watch_close()
+
+    def _watch_close(self, *_: Any) -> None:
+        """Once docked, watch napari's main window so closing it stops our jobs first."""
+        if self._close_watcher is not None:
+            return
+        parent = self.parentWidget()
+        while parent is not None and not isinstance(parent, QMainWindow):
+            parent = parent.parentWidget()
+        if parent is not None:
+            self._close_watcher = _CloseWatcher(self.runners, self)
+            parent.installEventFilter(self._close_watcher)
+
+    def _tab_changed(self, index: int) -> None:
+        self.settings.set("dock/tab", index)
+        if self.tabs.widget(index).widget() is self.segment_panel:
+            self.segment_panel.refresh_summary()
+        elif self.tabs.widget(index).widget() is self.measure_panel:
+            self.measure_panel.refresh_layers()
+
+    @property
+    def busy(self) -> bool:
+        return any(r.running for r in self.runners)
+
+    def shutdown(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
+        """Stop running jobs and wait for them (also done automatically on close)."""
+        return all(r.shutdown(timeout_s) for r in self.runners)

@@ -1,0 +1,180 @@
+"""napari layer helpers for the dock: which layers go together, new labels layers,
+class colours and history-recording writes.
+
+Inside a plugin widget napari hands out its objects wrapped in a ``PublicOnlyProxy``
+(a new proxy on every access), so layers are compared and used as keys through
+:func:`unwrap`, never with ``is``; only public napari API is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..nifti import copy_metadata
+from ..session import changed_voxels, class_colors, layer_spacing
+
+#: Key in a layer's ``metadata`` for what the dock made it for.
+ROLE_KEY = "pix2rep"
+ANNOTATION, SEGMENTATION, UNCERTAINTY = "annotation", "segmentation", "uncertainty"
+
+
+def unwrap(obj: Any) -> Any:
+    """The napari object behind a plugin proxy (the object itself when not proxied)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def same(a: Any, b: Any) -> bool:
+    """True when ``a`` and ``b`` are the same layer (proxied or not)."""
+    return a is not None and b is not None and unwrap(a) is unwrap(b)
+
+
+def role(layer: Any) -> str | None:
+    return (layer.metadata.get(ROLE_KEY) or {}).get("role")
+
+
+def linked_image(layer: Any) -> str | None:
+    return (layer.metadata.get(ROLE_KEY) or {}).get("image")
+
+
+def is_image(layer: Any) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and not layer.rgb
+
+
+def is_labels(layer: Any) -> bool:
+    from napari.layers import Labels
+
+    return isinstance(layer, Labels)
+
+
+def image_layers(viewer: Any) -> list[Any]:
+    """3D / 4D grey image layers (not the dock's uncertainty maps)."""
+    return [
+        ly
+        for ly in viewer.layers
+        if is_image(ly) and ly.ndim in (3, 4) and role(ly) != UNCERTAINTY
+    ]
+
+
+def labels_layers(viewer: Any, shape: Sequence[int] | None = None) -> list[Any]:
+    """3D / 4D labels layers, only those of ``shape`` when given."""
+    out = [ly for ly in viewer.layers if is_labels(ly) and ly.ndim in (3, 4)]
+    if shape is not None:
+        out = [ly for ly in out if tuple(ly.data.shape) == tuple(shape)]
+    return out
+
+
+def find_layer(viewer: Any, name: str | None) -> Any | None:
+    if not name:
+        return None
+    for ly in viewer.layers:
+        if ly.name == name:
+            return ly
+    return None
+
+
+def annotation_candidates(viewer: Any, image: Any) -> list[Any]:
+    """Labels layers on the image's grid that can hold annotations (its own first)."""
+    cands = [ly for ly in labels_layers(viewer, image.data.shape) if role(ly) != SEGMENTATION]
+    mine = [ly for ly in cands if role(ly) == ANNOTATION and linked_image(ly) == image.name]
+    ids = {id(unwrap(ly)) for ly in mine}
+    return mine + [ly for ly in cands if id(unwrap(ly)) not in ids]
+
+
+def linked_layer(viewer: Any, image: Any, which: str) -> Any | None:
+    """The annotation / segmentation / uncertainty layer the dock made for ``image``."""
+    for ly in viewer.layers:
+        if role(ly) == which and linked_image(ly) == image.name:
+            if tuple(ly.data.shape) == tuple(image.data.shape):
+                return ly
+    return None
+
+
+def spacing(layer: Any) -> tuple[float, ...]:
+    """Voxel spacing (display order, mm / s) from the NIfTI metadata, else the scale."""
+    return layer_spacing(layer.metadata, layer.scale, layer.ndim)
+
+
+def set_classes(layer: Any, classes: Sequence[str]) -> None:
+    """Colour the labels by class and show the class name under the cursor."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors = {None: np.zeros(4), **{k: np.array(v) for k, v in class_colors(len(classes)).items()}}
+    layer.colormap = DirectLabelColormap(color_dict=colors)
+    layer.features = {"index": np.arange(len(classes)), "class": np.array(list(classes))}
+    info = dict(layer.metadata.get(ROLE_KEY) or {})
+    if info:
+        info["classes"] = list(classes)
+        layer.metadata[ROLE_KEY] = info
+
+
+def _meta_for(image: Any, which: str, classes: Sequence[str] | None) -> dict:
+    meta = copy_metadata(image.metadata)
+    meta[ROLE_KEY] = {"role": which, "image": image.name}
+    if classes is not None:
+        meta[ROLE_KEY]["classes"] = list(classes)
+    return meta
+
+
+def add_labels_for(viewer: Any, image: Any, which: str, classes: Sequence[str]) -> Any:
+    """A new empty labels layer on the image's grid (shape, scale, metadata copied)."""
+    suffix = "annotations" if which == ANNOTATION else "segmentation"
+    layer = viewer.add_labels(
+        np.zeros(image.data.shape, dtype=np.uint8),
+        name=f"{image.name} {suffix}",
+        scale=tuple(image.scale),
+        translate=tuple(image.translate),
+        metadata=_meta_for(image, which, classes),
+    )
+    set_classes(layer, classes)
+    return layer
+
+
+def add_uncertainty_for(viewer: Any, image: Any, data: np.ndarray) -> Any:
+    layer = linked_layer(viewer, image, UNCERTAINTY)
+    if layer is not None:
+        layer.data = data
+        return layer
+    return viewer.add_image(
+        data,
+        name=f"{image.name} uncertainty",
+        scale=tuple(image.scale),
+        translate=tuple(image.translate),
+        metadata=_meta_for(image, UNCERTAINTY, None),
+        colormap="magma",
+        contrast_limits=(0.0, 0.75),
+        blending="additive",
+        opacity=0.6,
+        visible=False,
+    )
+
+
+def write_with_history(layer: Any, new: np.ndarray) -> int:
+    """Make the layer's data equal ``new`` as ONE undoable edit; returns voxels changed.
+
+    Only the changed voxels go through ``Labels.data_setitem``, so Ctrl+Z on the layer
+    (``layer.undo()``) restores exactly what was there before.
+    """
+    new = np.asarray(new)
+    if new.shape != layer.data.shape:
+        raise ValueError(f"The result {new.shape} does not fit the layer {layer.data.shape}.")
+    indices = changed_voxels(layer.data, new)
+    n = int(indices[0].size)
+    if n:
+        values = new[indices].astype(layer.data.dtype, copy=False)
+        with layer.block_history():
+            layer.data_setitem(indices, values)
+    return n
+
+
+def write_indices_with_history(layer: Any, indices: tuple, values: np.ndarray) -> int:
+    """``data_setitem`` as one undoable edit (no-op when nothing changes)."""
+    n = int(indices[0].size) if indices else 0
+    if n:
+        with layer.block_history():
+            layer.data_setitem(indices, np.asarray(values).astype(layer.data.dtype, copy=False))
+    return n

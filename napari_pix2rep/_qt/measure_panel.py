@@ -1,0 +1,189 @@
+"""Measures tab: LV/RV volumes, EF and myocardial mass from a segmentation, CSV export.
+
+Library calls: ``session.measures_table`` (``metrics.cine_measures`` / ``volume_curve``
+for a 4D layer, ``metrics.cardiac_measures`` for an ED and an ES 3D layer,
+``metrics.structure_volumes`` for one 3D layer) and ``session.write_csv``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..session import MeasuresTable, measures_table, write_csv
+from . import layers as L
+from .common import Links, compact_combo, notify_error, notify_info
+from .settings import Settings
+
+NO_ES = "— none —"
+
+
+class MeasurePanel(QWidget):
+    """Clinical numbers of a segmentation layer (labels 1 RV, 2 MYO, 3 LV)."""
+
+    def __init__(
+        self, viewer: Any, settings: Settings, links: Links, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.settings = settings
+        self.table_data: MeasuresTable | None = None
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        form = QFormLayout()
+        self.layer_combo = compact_combo(QComboBox())
+        self.layer_combo.setToolTip("A 4D (cine) segmentation, or the end-diastolic 3D one")
+        self.es_combo = compact_combo(QComboBox())
+        self.es_combo.setToolTip(
+            "The end-systolic 3D segmentation (same grid) for EF and mass; none: volumes only"
+        )
+        form.addRow("ED or cine", self.layer_combo)
+        form.addRow("ES (3D)", self.es_combo)
+        outer.addLayout(form)
+        row = QHBoxLayout()
+        self.compute_button = QPushButton("Compute")
+        self.csv_button = QPushButton("Export CSV…")
+        row.addWidget(self.compute_button)
+        row.addWidget(self.csv_button)
+        outer.addLayout(row)
+
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["Measure", "Value", "Unit"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setMinimumHeight(8 * 22 + 6)
+        self.curve = QTableWidget(0, 4)
+        self.curve.setHorizontalHeaderLabels(["Frame", "LV mL", "RV mL", "MYO mL"])
+        self.curve.verticalHeader().setVisible(False)
+        self.curve.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.curve.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.curve.verticalHeader().setDefaultSectionSize(22)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        outer.addWidget(self.table, 2)
+        outer.addWidget(QLabel("Volume curve (4D)"))
+        outer.addWidget(self.curve, 3)
+        outer.addWidget(self.note)
+
+        self.compute_button.clicked.connect(lambda: self.compute())
+        self.csv_button.clicked.connect(lambda: self.export_csv())
+        self.layer_combo.currentTextChanged.connect(self._layer_changed)
+        links.connect(viewer.layers.events.inserted, self.refresh_layers)
+        links.connect(viewer.layers.events.removed, self.refresh_layers)
+        self.refresh_layers()
+
+    def refresh_layers(self, *_: Any) -> None:
+        current = self.layer_combo.currentText()
+        names = [ly.name for ly in L.labels_layers(self.viewer)]
+        # the dock's segmentations first
+        names.sort(key=lambda n: L.role(L.find_layer(self.viewer, n)) != L.SEGMENTATION)
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        self._layer_changed()
+
+    def _layer_changed(self, *_: Any) -> None:
+        layer = L.find_layer(self.viewer, self.layer_combo.currentText())
+        current = self.es_combo.currentText()
+        self.es_combo.clear()
+        self.es_combo.addItem(NO_ES)
+        if layer is not None and layer.ndim == 3:
+            for other in L.labels_layers(self.viewer, layer.data.shape):
+                if not L.same(other, layer):
+                    self.es_combo.addItem(other.name)
+        if self.es_combo.findText(current) >= 0:
+            self.es_combo.setCurrentText(current)
+        self.es_combo.setEnabled(layer is not None and layer.ndim == 3)
+
+    def set_layers(self, ed: str, es: str | None = None) -> None:
+        self.layer_combo.setCurrentText(ed)
+        self._layer_changed()
+        self.es_combo.setCurrentText(es or NO_ES)
+
+    def compute(self) -> MeasuresTable | None:
+        layer = L.find_layer(self.viewer, self.layer_combo.currentText())
+        if layer is None or not L.is_labels(layer):
+            notify_error("Choose a segmentation (labels) layer first.")
+            return None
+        es_layer = None
+        if layer.ndim == 3 and self.es_combo.currentText() != NO_ES:
+            es_layer = L.find_layer(self.viewer, self.es_combo.currentText())
+        try:
+            table = measures_table(
+                np.asarray(layer.data),
+                L.spacing(layer),
+                np.asarray(es_layer.data) if es_layer is not None else None,
+            )
+        except ValueError as exc:
+            notify_error(exc)
+            return None
+        self.table_data = table
+        self._show(table)
+        return table
+
+    def _show(self, table: MeasuresTable) -> None:
+        self.table.setRowCount(len(table.summary))
+        for r, (name, value, unit) in enumerate(table.summary):
+            for c, text in enumerate((name, f"{value:.1f}", unit)):
+                self.table.setItem(r, c, QTableWidgetItem(text))
+        self.curve.setRowCount(len(table.curve))
+        for r, row in enumerate(table.curve):
+            values = (
+                f"{int(row['frame'])}",
+                *(f"{row[k]:.1f}" for k in ("LV_ml", "RV_ml", "MYO_ml")),
+            )
+            for c, text in enumerate(values):
+                self.curve.setItem(r, c, QTableWidgetItem(text))
+        self.note.setText(table.note)
+
+    def value(self, name: str) -> float | None:
+        """A shown measure by name (e.g. "LV EF"), for scripts and tests."""
+        if self.table_data is None:
+            return None
+        for n, v, _ in self.table_data.summary:
+            if n == name:
+                return v
+        return None
+
+    def export_csv(self, path: str | None = None) -> str | None:
+        table = self.table_data or self.compute()
+        if table is None:
+            return None
+        if path is None:
+            start = Path(self.settings.get("measures/dir", str(Path.home())))
+            name = f"{self.layer_combo.currentText() or 'measures'}_measures.csv"
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export measures", str(start / name), "CSV (*.csv)"
+            )
+            if not path:
+                return None
+            self.settings.set("measures/dir", str(Path(path).parent))
+        try:
+            written = write_csv(path, table)
+        except OSError as exc:
+            notify_error(exc)
+            return None
+        notify_info(f"Saved the measures to {Path(written).name}.")
+        return str(written)

@@ -1,0 +1,148 @@
+"""The model and device choice shared by the dock's panels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
+
+from .settings import Settings
+
+
+def shipped_backbone() -> Path | None:
+    """The shipped backbone (or ``$NAPARI_PIX2REP_MODEL``), None when there is none."""
+    from ..checkpoint import ModelFileError, default_backbone_path
+
+    try:
+        return default_backbone_path()
+    except ModelFileError:
+        return None
+
+
+def device_choices() -> list[str]:
+    from ..device import available_devices
+
+    return ["auto", *available_devices()]
+
+
+class ModelBox(QGroupBox):
+    """Model file (shipped backbone, a file, or the one pretrained here) and device."""
+
+    model_changed = Signal(str)
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__("Model", parent)
+        self.settings = settings
+        self.pretrained_path: str | None = None  # set by the pretraining panel
+        grid = QGridLayout(self)
+
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("backbone or segmenter file (.pt)")
+        self.path_edit.setToolTip(
+            "A Pix2Rep backbone (pretrained) or segmenter file; Segment trains on its features."
+        )
+        self.path_edit.editingFinished.connect(self._edited)
+        self.browse_button = QPushButton("File…")
+        self.browse_button.clicked.connect(self.browse)
+        self.shipped_button = QPushButton("Shipped")
+        self.shipped_button.setToolTip("The backbone shipped with napari-pix2rep")
+        self.shipped_button.clicked.connect(self.use_shipped)
+        self.pretrained_button = QPushButton("Pretrained here")
+        self.pretrained_button.setToolTip(
+            "The checkpoint of the Pretrain tab (also while it runs)"
+        )
+        self.pretrained_button.clicked.connect(self.use_pretrained)
+        buttons = QHBoxLayout()
+        for b in (self.browse_button, self.shipped_button, self.pretrained_button):
+            buttons.addWidget(b)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(device_choices())
+        self.device_combo.setToolTip("Where training and prediction run (auto: GPU if any)")
+        device = settings.get("device", "auto")
+        if self.device_combo.findText(device) >= 0:
+            self.device_combo.setCurrentText(device)
+        self.device_combo.currentTextChanged.connect(lambda d: self.settings.set("device", d))
+
+        grid.addWidget(self.path_edit, 0, 0, 1, 2)
+        grid.addLayout(buttons, 1, 0, 1, 2)
+        grid.addWidget(self.status, 2, 0, 1, 2)
+        grid.addWidget(QLabel("Device"), 3, 0)
+        grid.addWidget(self.device_combo, 3, 1)
+
+        self.shipped = shipped_backbone()
+        self.shipped_button.setEnabled(self.shipped is not None)
+        last = settings.get("model/path", "")
+        if last and Path(last).is_file():
+            self.set_path(last)
+        elif self.shipped is not None:
+            self.set_path(str(self.shipped))
+        else:
+            self.set_path(last)
+
+    # -- API --------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self.path_edit.text().strip()
+
+    @property
+    def device(self) -> str:
+        return self.device_combo.currentText()
+
+    def set_path(self, path: str | os.PathLike | None) -> None:
+        text = str(path) if path else ""
+        self.path_edit.setText(text)
+        self._edited()
+
+    def browse(self) -> None:
+        start = self.path or str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose a Pix2Rep model", start, "PyTorch model (*.pt *.pth);;All files (*)"
+        )
+        if path:
+            self.set_path(path)
+
+    def use_shipped(self) -> None:
+        if self.shipped is not None:
+            self.set_path(str(self.shipped))
+
+    def use_pretrained(self) -> None:
+        if self.pretrained_path and Path(self.pretrained_path).is_file():
+            self.set_path(self.pretrained_path)
+        else:
+            from napari.utils.notifications import show_info
+
+            show_info("No pretrained checkpoint yet: start pretraining in the Pretrain tab.")
+
+    def set_pretrained(self, path: str | None) -> None:
+        self.pretrained_path = path
+
+    # -- internals --------------------------------------------------------------------
+    def _edited(self) -> None:
+        path = self.path
+        if not path:
+            self.status.setText(
+                "No model chosen: pick a backbone file or pretrain one (Pretrain tab)."
+            )
+        elif not Path(path).is_file():
+            self.status.setText(f"{Path(path).name} does not exist.")
+        elif self.shipped is not None and Path(path) == self.shipped:
+            self.status.setText(f"Shipped backbone ({Path(path).name}).")
+        else:
+            self.status.setText(f"{Path(path).name} in {Path(path).parent}")
+        self.settings.set("model/path", path)
+        self.model_changed.emit(path)

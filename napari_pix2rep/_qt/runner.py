@@ -1,0 +1,182 @@
+"""Run one long job at a time in a napari worker thread, with stop, pause and tidy errors.
+
+A job is a generator function from :mod:`napari_pix2rep.jobs`: it yields progress, checks
+the ``should_stop`` callable it is given between steps and returns a result. The runner
+turns what it yields into a throttled ``progress`` signal (the GUI thread is never flooded),
+its return value into ``done`` and any exception into ``failed`` with one sentence. Nothing
+here touches the viewer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Generator
+from typing import Any
+
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from ..session import error_message
+
+logger = logging.getLogger(__name__)
+
+#: Shortest interval between two progress signals (ms): 10 GUI updates a second at most.
+PROGRESS_INTERVAL_MS = 100
+
+#: Every runner alive, so that quitting the application can stop their jobs.
+_RUNNERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def shutdown_all(timeout_s: float = 120.0) -> None:
+    """Stop every running job and wait for each (connected to ``aboutToQuit``)."""
+    for runner in list(_RUNNERS):
+        runner.shutdown(timeout_s)
+
+
+def _run_job(
+    job: Callable[..., Generator], args: tuple, kwargs: dict, finished: threading.Event
+) -> Generator[Any, None, tuple[str, Any]]:
+    """The worker's generator: the job, with its exception turned into a return value."""
+    try:
+        result = yield from job(*args, **kwargs)
+        return ("ok", result)
+    except Exception as exc:  # reported as one sentence by the runner, never re-raised
+        logger.warning("napari-pix2rep job failed", exc_info=exc)
+        return ("error", exc)
+    finally:
+        finished.set()
+
+
+class JobRunner(QObject):
+    """One job at a time: ``start``, ``stop`` (at the next step), ``pause``/``resume``."""
+
+    #: (latest progress, losses reported since the previous signal)
+    progress = Signal(object, object)
+    #: the job's return value (also when it was stopped: results say so)
+    done = Signal(object)
+    #: one sentence
+    failed = Signal(str)
+    #: True when a job starts, False when it has ended (after ``done``/``failed``)
+    running_changed = Signal(bool)
+    paused_changed = Signal(bool)
+
+    def __init__(self, name: str = "job") -> None:
+        super().__init__()
+        self.name = name
+        self.worker = None
+        self.last = None  # the most recent progress (unthrottled)
+        self.n_yields = 0
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._finished.set()
+        self._pending_losses: list[float] = []
+        self._last_emit = 0.0
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._flush)
+        _RUNNERS.add(self)
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    @property
+    def paused(self) -> bool:
+        return self.worker is not None and bool(getattr(self.worker, "is_paused", False))
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    # -- control ----------------------------------------------------------------------
+    def start(self, job: Callable[..., Generator], *args: Any, **kwargs: Any) -> None:
+        """Run ``job(*args, should_stop=..., **kwargs)`` in a worker thread."""
+        from napari.qt.threading import create_worker
+
+        if self.running:
+            raise RuntimeError(f"A {self.name} job is already running.")
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self.last, self.n_yields = None, 0
+        self._pending_losses = []
+        self._last_emit = 0.0
+        kwargs["should_stop"] = self._stop.is_set
+        worker = create_worker(_run_job, job, args, kwargs, self._finished, _start_thread=False)
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(self._on_returned)
+        worker.finished.connect(self._on_finished)
+        worker.paused.connect(lambda: self.paused_changed.emit(True))
+        worker.resumed.connect(lambda: self.paused_changed.emit(False))
+        self.worker = worker
+        self.running_changed.emit(True)
+        worker.start()
+
+    def stop(self) -> bool:
+        """Ask the job to stop at its next step boundary (it still returns a result)."""
+        if self.worker is None:
+            return False
+        self._stop.set()
+        if self.worker.is_paused:
+            self.worker.resume()
+        return True
+
+    def pause(self) -> None:
+        if self.worker is not None:
+            self.worker.pause()
+
+    def resume(self) -> None:
+        if self.worker is not None:
+            self.worker.resume()
+
+    def shutdown(self, timeout_s: float = 60.0) -> bool:
+        """Stop the job and wait (blocking) until its thread has left it; True if it did.
+
+        Used when the dock or napari closes: the job ends at a step boundary in its own
+        thread, so files it writes are complete (they are also written atomically).
+        """
+        if self.worker is None:
+            return True
+        self.stop()
+        ok = self._finished.wait(timeout_s)
+        if not ok:
+            logger.warning(
+                "napari-pix2rep: the %s job did not stop within %s s", self.name, timeout_s
+            )
+        return ok
+
+    # -- worker signals (GUI thread) ---------------------------------------------------
+    def _on_yielded(self, value: Any) -> None:
+        self.last = value
+        self.n_yields += 1
+        loss = getattr(value, "loss", None)
+        if loss is not None and getattr(value, "stage", "") == "pretrain":
+            self._pending_losses.append(float(loss))
+        wait = PROGRESS_INTERVAL_MS - (time.monotonic() - self._last_emit) * 1000
+        if wait <= 0:
+            self._flush()
+        elif not self._timer.isActive():
+            self._timer.start(int(wait) + 1)
+
+    def _flush(self) -> None:
+        self._timer.stop()
+        if self.last is None:
+            return
+        losses, self._pending_losses = self._pending_losses, []
+        self._last_emit = time.monotonic()
+        self.progress.emit(self.last, losses)
+
+    def _on_returned(self, value: Any) -> None:
+        self._flush()
+        status, payload = value
+        if status == "ok":
+            self.done.emit(payload)
+        else:
+            self.failed.emit(error_message(payload))
+
+    def _on_finished(self) -> None:
+        self._flush()
+        self.worker = None
+        self.running_changed.emit(False)

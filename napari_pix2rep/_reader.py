@@ -1,0 +1,64 @@
+"""npe2 reader: open ``.nii`` / ``.nii.gz`` as napari layers that keep the NIfTI header.
+
+Images become ``image`` layers (float32, grey, 0.5-99.5 percentile contrast) and label
+maps (see :func:`napari_pix2rep.nifti.is_label_file`) ``labels`` layers with integer data.
+Each layer's ``scale`` is the voxel spacing and its ``metadata`` carries the header, so it
+can be saved back with the same geometry. No torch import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .nifti import Volume, is_nifti_path, nifti_stem, read_nifti, volume_metadata
+
+LayerData = tuple[Any, dict[str, Any], str]
+PathLike = str | os.PathLike[str]
+
+
+def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerData]] | None:
+    """Return a reader for NIfTI paths (one or a list, all ``.nii``/``.nii.gz``), else None."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    if not paths or not all(is_nifti_path(p) and not os.path.isdir(p) for p in paths):
+        return None
+    return read_layers
+
+
+def contrast_limits(data: np.ndarray, low: float = 0.5, high: float = 99.5) -> list[float]:
+    """Percentile contrast limits on a subsample of at most ~1M voxels (never empty)."""
+    flat = np.asarray(data).ravel()
+    step = max(1, flat.size // 1_000_000)
+    lo, hi = (float(v) for v in np.percentile(flat[::step], [low, high]))
+    if not hi > lo:
+        lo, hi = float(flat.min()), float(flat.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    return [lo, hi]
+
+
+def layer_data(vol: Volume, *, labels: bool, name: str | None = None) -> LayerData:
+    """A napari layer-data tuple for a volume, with scale and NIfTI metadata."""
+    kwargs: dict[str, Any] = {
+        "name": name or vol.name,
+        "scale": tuple(float(s) for s in vol.spacing),
+        "metadata": volume_metadata(vol),
+    }
+    if labels:
+        return (vol.data, kwargs, "labels")
+    kwargs["colormap"] = "gray"
+    kwargs["contrast_limits"] = contrast_limits(vol.data)
+    return (vol.data, kwargs, "image")
+
+
+def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
+    """Read NIfTI file(s) into layer-data tuples; a bad file raises ``NiftiError``."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    layers = []
+    for p in paths:
+        vol = read_nifti(p, kind="auto")
+        layers.append(layer_data(vol, labels=vol.is_labels, name=nifti_stem(p)))
+    return layers

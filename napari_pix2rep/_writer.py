@@ -1,0 +1,34 @@
+"""npe2 writers: save a labels or image layer as NIfTI with its source header.
+
+The geometry comes from the layer's ``metadata`` (put there by the reader, or copied from
+the image onto a labels layer). A layer without NIfTI metadata is written with an affine
+``diag(scale)`` built from the layer's ``scale`` (sform/qform code 1) rather than an
+identity. A path without ``.nii`` / ``.nii.gz`` gets ``.nii.gz`` appended.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .nifti import is_nifti_path, volume_from_layer, write_nifti
+
+
+def _target(path: str) -> str:
+    return path if is_nifti_path(path) else f"{path}.nii.gz"
+
+
+def _write(path: str, data: Any, meta: dict[str, Any], kind: str) -> list[str]:
+    scale = meta.get("scale")
+    spacing = tuple(float(s) for s in scale) if scale is not None else None
+    vol = volume_from_layer(data, meta.get("metadata") or {}, spacing=spacing)
+    return [write_nifti(_target(path), vol.data, vol, kind=kind)]
+
+
+def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a labels layer (uint8/uint16, no scaling) with its image's NIfTI header."""
+    return _write(path, data, meta, "labels")
+
+
+def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save an image layer with its NIfTI header (source dtype when lossless, else float32)."""
+    return _write(path, data, meta, "image")

@@ -1,0 +1,475 @@
+"""The ``pix2rep`` console script (the contract of DESIGN.md).
+
+Every command is a thin layer over the library; heavy modules are imported inside the
+command so that ``pix2rep --help`` is instant. Errors print one sentence to stderr and
+exit non-zero; files are only ever replaced atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """An error whose message is shown to the user as is."""
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop at the next step boundary; the second aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nStopping after this step (Ctrl-C again to abort at once)...", file=sys.stderr)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+# -- pretrain ----------------------------------------------------------------------------
+def _add_pretrain(sub) -> None:
+    p = sub.add_parser("pretrain", help="Pix2Rep self-supervised pretraining of a backbone.")
+    p.add_argument("data", nargs="+", metavar="DATA", help="NIfTI files or folders (recursive).")
+    p.add_argument("--out", required=True, metavar="BACKBONE.pt", help="Checkpoint to write.")
+    p.add_argument(
+        "--preset",
+        choices=("small", "paper", "tiny"),
+        default="small",
+        help="small (CPU-friendly, default), paper (the authors', GPU), tiny (tests).",
+    )
+    p.add_argument(
+        "--loss",
+        choices=("infonce", "barlow", "simclr"),
+        default="infonce",
+        help="Pix2Rep InfoNCE or Barlow Twins; simclr = image-level baseline.",
+    )
+    p.add_argument("--steps", type=int, default=1000, help="Total number of steps.")
+    p.add_argument("--batch-size", type=int, default=8, help="Slices per step (per process).")
+    p.add_argument("--init", metavar="BACKBONE.pt", help="Start from these weights.")
+    p.add_argument("--resume", metavar="BACKBONE.pt", help="Continue this run to --steps.")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="Skip files matching this glob (repeatable), e.g. '*_gt*'.",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None, help="Peak learning rate (4.7e-4).")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N")
+    p.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Also keep a copy of the checkpoint every N steps (OUT_stepN.pt).",
+    )
+    p.add_argument("--log-every", type=int, default=10, metavar="N")
+    p.set_defaults(func=_cmd_pretrain)
+
+
+def _cmd_pretrain(args) -> int:
+    from .pretrain import PretrainConfig, Pretrainer
+    from .slices import SliceBank, find_nifti
+
+    if args.init and args.resume:
+        raise CliError("Give either --init or --resume, not both.")
+    overrides = {"lr": args.lr} if args.lr is not None else {}
+    config = PretrainConfig(
+        preset=args.preset,
+        loss=args.loss,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        snapshot_every=args.snapshot_every,
+        **overrides,
+    )
+    files = find_nifti(args.data, args.exclude)
+    t0 = time.perf_counter()
+    bank = SliceBank.from_files(files, config.preprocess)
+    trainer = Pretrainer(
+        bank, config, out=args.out, device=args.device, init=args.init, resume=args.resume
+    )
+    lead = trainer.rank == 0
+    cfg = trainer.config
+    if lead:
+        print(
+            f"{len(files)} files, {len(bank)} slices loaded in {time.perf_counter() - t0:.1f} s; "
+            f"{cfg.loss} on {trainer.device} x{trainer.world}, effective batch "
+            f"{trainer.effective_batch} ({cfg.batch_size} x {trainer.world}), lr {cfg.lr:g}; "
+            f"steps {trainer.step} -> {cfg.steps}",
+            flush=True,
+        )
+    window: list[float] = []
+    with _StopFlag() as stop:
+        for info in trainer.steps(should_stop=stop):
+            window.append(info.loss)
+            if lead and (info.step % args.log_every == 0 or info.step == info.steps):
+                print(
+                    f"step {info.step}/{info.steps}  loss {sum(window) / len(window):.4f}  "
+                    f"lr {info.lr:.2e}  {info.slices_per_s:.1f} slices/s  "
+                    f"ETA {_fmt_time(info.eta_s)}",
+                    flush=True,
+                )
+                window.clear()
+        if stop.requested:
+            if lead:
+                print(
+                    f"Stopped at step {trainer.step}; checkpoint saved to {args.out}. "
+                    f"Continue with --resume {args.out}.",
+                    file=sys.stderr,
+                )
+            return EXIT_INTERRUPTED
+    if lead:
+        print(f"Saved {args.out} after {trainer.step} steps.")
+    return 0
+
+
+# -- train -------------------------------------------------------------------------------
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="Train a segmenter from annotated slices.")
+    p.add_argument("--image", action="append", required=True, metavar="IMG")
+    p.add_argument(
+        "--labels",
+        action="append",
+        required=True,
+        metavar="LAB",
+        help="Labels on the image's grid; one --labels per --image.",
+    )
+    p.add_argument("--out", required=True, metavar="SEG.pt")
+    p.add_argument(
+        "--model",
+        metavar="BACKBONE.pt",
+        help="Pretrained backbone (default: the shipped one) or a segmenter to continue from.",
+    )
+    p.add_argument("--mode", choices=("linear", "finetune"), default="linear")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--steps", type=int, default=None, help="Optimisation steps (probe: 300, fine-tune: 300)."
+    )
+    p.add_argument(
+        "--classes",
+        default="background,RV,MYO,LV",
+        help="Comma-separated class names, background first.",
+    )
+    p.add_argument(
+        "--sparse",
+        type=int,
+        default=None,
+        metavar="BACKGROUND_VALUE",
+        help="Scribble mode: 0 is unknown and this value means background.",
+    )
+    p.add_argument(
+        "--local-contrast",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="Fine-tune only: first this many steps of supervised local "
+        "contrastive training (Hu et al. 2021).",
+    )
+    p.set_defaults(func=_cmd_train)
+
+
+def _load_pair(image_path: str, labels_path: str):
+    import numpy as np
+
+    from .nifti import read_nifti
+
+    image = read_nifti(image_path, kind="image")
+    labels = read_nifti(labels_path, kind="labels")
+    if labels.shape != image.shape:
+        raise CliError(
+            f"{labels_path}: the labels {labels.shape} are not on the grid of "
+            f"{image_path} {image.shape}."
+        )
+    if not np.allclose(labels.spacing, image.spacing, rtol=1e-3) or not np.allclose(
+        labels.affine, image.affine, atol=1e-3
+    ):
+        raise CliError(
+            f"{labels_path}: the labels have another voxel spacing or position than "
+            f"{image_path}; they must be on the image grid."
+        )
+    return image, labels
+
+
+def _backbone_source(path: str | None):
+    """(UNet or Segmenter, PreprocessConfig) from --model (default: the shipped backbone)."""
+    from .checkpoint import default_backbone_path, load_model_file
+    from .segment import Segmenter, load_backbone
+
+    path = path or default_backbone_path()
+    if load_model_file(path).get("format", "").endswith("segmenter"):
+        seg = Segmenter.from_file(path)
+        return seg, seg.preprocess
+    backbone, preprocess, _ = load_backbone(path)
+    return backbone, preprocess
+
+
+def _cmd_train(args) -> int:
+    from .segment import Segmenter, TrainConfig, train_segmenter
+
+    if len(args.image) != len(args.labels):
+        raise CliError("Give one --labels for every --image.")
+    pairs = [_load_pair(i, lab) for i, lab in zip(args.image, args.labels)]
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    cfg = TrainConfig(
+        mode=args.mode,
+        classes=classes,
+        annotation_mode="sparse" if args.sparse is not None else "full",
+        background_value=args.sparse,
+        seed=args.seed,
+        local_contrast_steps=args.local_contrast,
+        **({"probe_steps": args.steps, "ft_steps": args.steps} if args.steps else {}),
+    )
+    source, preprocess = _backbone_source(args.model)
+    if isinstance(source, Segmenter) and source.classes != classes:
+        cfg.classes = source.classes
+    t0 = time.perf_counter()
+    last = {"stage": None}
+
+    def report(p) -> None:
+        if p.stage != last["stage"] or p.step == p.total or p.step % 50 == 0:
+            loss = f"  loss {p.loss:.4f}" if p.loss is not None else ""
+            extra = f"  {p.message}" if p.message else ""
+            print(f"{p.stage} {p.step}/{p.total}{loss}{extra}", flush=True)
+            last["stage"] = p.stage
+
+    seg = train_segmenter(
+        source,
+        preprocess,
+        [(img.data, img.spacing) for img, _ in pairs],
+        [lab.data for _, lab in pairs],
+        cfg,
+        device=args.device,
+        names=[img.name for img, _ in pairs],
+        progress=report,
+    )
+    seg.meta["model_source"] = str(args.model or "shipped")
+    seg.save(args.out)
+    n = len(seg.meta["annotated_slices"])
+    print(
+        f"Saved {args.out}: {args.mode} segmenter from {n} annotated slices "
+        f"in {time.perf_counter() - t0:.1f} s."
+    )
+    return 0
+
+
+# -- predict -----------------------------------------------------------------------------
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="Segment volumes with a trained segmenter.")
+    p.add_argument("--model", required=True, metavar="SEG.pt")
+    p.add_argument("images", nargs="+", metavar="IMG")
+    p.add_argument("--out-dir", required=True, metavar="DIR")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument(
+        "--cleanup",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Keep the largest 3D component per class (default: the model's).",
+    )
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="Also write <name>_uncertainty.nii.gz (1 - max probability).",
+    )
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args) -> int:
+    from pathlib import Path
+
+    from .nifti import read_nifti, write_nifti
+    from .predict import DEFAULT_CLEANUP, predict_volume
+    from .segment import Segmenter
+
+    seg = Segmenter.from_file(args.model)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cleanup = DEFAULT_CLEANUP if args.cleanup is None else args.cleanup
+    for path in args.images:
+        t0 = time.perf_counter()
+        vol = read_nifti(path, kind="image")
+        pred = predict_volume(seg, vol.data, vol.spacing, device=args.device, cleanup=cleanup)
+        target = out_dir / f"{vol.name}_seg.nii.gz"
+        write_nifti(target, pred.labels, vol, kind="labels")
+        if args.uncertainty:
+            write_nifti(
+                out_dir / f"{vol.name}_uncertainty.nii.gz", pred.uncertainty(), vol, kind="image"
+            )
+        print(f"{path} -> {target} ({time.perf_counter() - t0:.2f} s)", flush=True)
+    return 0
+
+
+# -- evaluate ----------------------------------------------------------------------------
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="3D DICE per class of predictions against truth.")
+    p.add_argument("--pred", action="append", required=True, metavar="P.nii.gz")
+    p.add_argument("--gt", action="append", required=True, metavar="G.nii.gz")
+    p.add_argument(
+        "--classes", default="RV,MYO,LV", help="Names of labels 1, 2, ... (default RV,MYO,LV)."
+    )
+    p.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    import json
+
+    import numpy as np
+
+    from .metrics import dice_per_class
+    from .nifti import read_nifti
+
+    if len(args.pred) != len(args.gt):
+        raise CliError("Give one --gt for every --pred.")
+    names = [c.strip() for c in args.classes.split(",") if c.strip()]
+    rows = []
+    for p, g in zip(args.pred, args.gt):
+        pred, gt = read_nifti(p, kind="labels"), read_nifti(g, kind="labels")
+        if pred.shape != gt.shape:
+            raise CliError(f"{p} {pred.shape} and {g} {gt.shape} are not on the same grid.")
+        d = dice_per_class(pred.data, gt.data, range(1, len(names) + 1))
+        rows.append({"pred": p, "gt": g, **{n: d[i + 1] for i, n in enumerate(names)}})
+    mean = {n: float(np.nanmean([r[n] for r in rows])) for n in names}
+    mean["mean"] = float(np.nanmean(list(mean.values())))
+    if args.json:
+        print(json.dumps({"cases": rows, "mean": mean}, indent=2))
+        return 0
+    print("\t".join(["prediction", *names, "mean"]))
+    for r in rows:
+        vals = [r[n] for n in names]
+        print("\t".join([r["pred"], *(f"{v:.4f}" for v in vals), f"{np.nanmean(vals):.4f}"]))
+    print("\t".join(["MEAN", *(f"{mean[n]:.4f}" for n in names), f"{mean['mean']:.4f}"]))
+    return 0
+
+
+# -- measure -----------------------------------------------------------------------------
+def _add_measure(sub) -> None:
+    p = sub.add_parser("measure", help="LV/RV volumes, ejection fractions, myocardial mass.")
+    p.add_argument(
+        "segs",
+        nargs="+",
+        metavar="SEG.nii.gz",
+        help="One 4D segmentation, or the ED and ES 3D segmentations.",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_measure)
+
+
+def _cmd_measure(args) -> int:
+    import json
+
+    from .metrics import cardiac_measures, cine_measures, structure_volumes, volume_curve
+    from .nifti import read_nifti
+
+    vols = [read_nifti(s, kind="labels") for s in args.segs]
+    out: dict = {}
+    if len(vols) == 1 and vols[0].is_4d:
+        v = vols[0]
+        spatial = v.spacing[1:]
+        out["measures"] = cine_measures(v.data, spatial).to_dict()
+        out["curve"] = volume_curve(v.data, spatial)
+    elif len(vols) == 2 and not any(v.is_4d for v in vols):
+        a, b = vols
+        if a.shape != b.shape:
+            raise CliError("The ED and ES segmentations are not on the same grid.")
+        lv = [structure_volumes(v.data, v.spacing)["LV_ml"] for v in vols]
+        ed, es = (a, b) if lv[0] >= lv[1] else (b, a)
+        out["measures"] = cardiac_measures(ed.data, es.data, ed.spacing).to_dict()
+        out["ed"], out["es"] = ed.path, es.path
+    elif len(vols) == 1:
+        out["volumes"] = structure_volumes(vols[0].data, vols[0].spacing)
+    else:
+        raise CliError("Give one 4D segmentation, or two 3D ones (ED and ES).")
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    if "measures" in out:
+        m = out["measures"]
+        if "ed" in out:
+            print(f"ED: {out['ed']}\nES: {out['es']}")
+        elif m.get("ed_frame") is not None:
+            print(f"ED frame {m['ed_frame']}, ES frame {m['es_frame']}")
+        print(f"LV  EDV {m['LV_EDV']:.1f} mL  ESV {m['LV_ESV']:.1f} mL  EF {m['LV_EF']:.1f} %")
+        print(f"RV  EDV {m['RV_EDV']:.1f} mL  ESV {m['RV_ESV']:.1f} mL  EF {m['RV_EF']:.1f} %")
+        print(f"Myocardial mass {m['MYO_mass']:.1f} g")
+        for t, c in enumerate(out.get("curve", [])):
+            print(f"frame {t}: LV {c['LV_ml']:.1f} mL, RV {c['RV_ml']:.1f} mL")
+    else:
+        v = out["volumes"]
+        print(f"LV {v['LV_ml']:.1f} mL, RV {v['RV_ml']:.1f} mL, MYO {v['MYO_ml']:.1f} mL")
+    return 0
+
+
+# -- gui ---------------------------------------------------------------------------------
+def _add_gui(sub) -> None:
+    p = sub.add_parser("gui", help="Open napari with the Pix2Rep dock (and the images).")
+    p.add_argument("images", nargs="*", metavar="IMG")
+    p.set_defaults(func=_cmd_gui)
+
+
+def _cmd_gui(args) -> int:
+    from ._qt.launcher import launch
+
+    launch(args.images)
+    return 0
+
+
+# -- entry point -------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pix2rep",
+        description="Few-shot cardiac MRI segmentation from Pix2Rep representations.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_pretrain, _add_train, _add_predict, _add_evaluate, _add_measure, _add_gui):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, ValueError, FileNotFoundError, FloatingPointError, OSError) as e:
+        print(f"pix2rep {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(
+            f"pix2rep {args.command}: interrupted; files already saved are intact.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Losses, one per module; each docstring gives the formula, the paper and the shapes."""

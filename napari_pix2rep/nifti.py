@@ -1,0 +1,589 @@
+"""NIfTI input/output that keeps the header: ``Volume``, ``read_nifti``, ``write_nifti``.
+
+Arrays are in napari's display order, 3D ``(z, y, x)`` or 4D ``(t, z, y, x)``; nibabel's
+``(x, y, z[, t])`` is reversed on read and restored on write. ``spacing`` follows the array
+axes: millimetres for space (converted from the header's spatial unit; an unknown unit is
+taken as mm) and, for a 4D file, the frame time in seconds when the header gives a time
+unit, else 1.0. The source header is carried unchanged (as a copy), so a file written with
+:func:`write_nifti` has the same affine, sform/qform and their codes, pixdim, units, dim_info
+and description as its source. The header is never rebuilt from the affine: many scanners'
+files (ACDC among them) have a unit-scaled sform while pixdim holds the spacing.
+
+Written dtypes: labels are saved as uint8 (uint16 when a label exceeds 255) without
+intensity scaling; images keep the source file's dtype when the data converts to it
+without loss (e.g. an int16 scan read and saved unchanged), otherwise float32.
+
+This module imports neither torch nor Qt.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import secrets
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.nifti1 import Nifti1Extension
+
+__all__ = [
+    "METADATA_KEY",
+    "NiftiError",
+    "copy_metadata",
+    "Volume",
+    "is_label_file",
+    "is_nifti_path",
+    "nifti_stem",
+    "read_nifti",
+    "volume_from_layer",
+    "volume_metadata",
+    "write_nifti",
+]
+
+#: Key of the NIfTI geometry inside a napari layer's ``metadata``.
+METADATA_KEY = "pix2rep_nifti"
+
+#: Maximum number of distinct values for an integer file to be taken as a label map.
+MAX_LABEL_VALUES = 32
+
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_LABEL_NAME = re.compile(r"(_gt|_seg|_label|_labels|_mask)\.nii(\.gz)?$", re.IGNORECASE)
+_SPACE_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3}
+_TIME_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+
+
+class NiftiError(ValueError):
+    """A NIfTI file cannot be read or written; the message is one sentence naming the file."""
+
+
+@dataclass
+class Volume:
+    """A NIfTI volume in display order with the geometry needed to write it back.
+
+    ``data`` is ``(z, y, x)`` or ``(t, z, y, x)``; ``spacing`` has one entry per axis in the
+    same order; ``header`` is a copy of the source header; ``affine`` its 4x4 affine.
+    """
+
+    data: np.ndarray
+    spacing: tuple[float, ...]
+    header: nib.Nifti1Header
+    affine: np.ndarray
+    path: str | None = None
+
+    @property
+    def ndim(self) -> int:
+        """Number of array axes (3 or 4)."""
+        return int(np.ndim(self.data))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Array shape in display order."""
+        return tuple(int(s) for s in np.shape(self.data))
+
+    @property
+    def is_4d(self) -> bool:
+        """True for a cine volume ``(t, z, y, x)``."""
+        return self.ndim == 4
+
+    @property
+    def n_frames(self) -> int:
+        """Number of time frames (1 for a 3D volume)."""
+        return self.shape[0] if self.is_4d else 1
+
+    @property
+    def n_slices(self) -> int:
+        """Number of slices along z."""
+        return self.shape[-3]
+
+    @property
+    def inplane_spacing(self) -> tuple[float, float]:
+        """In-plane spacing ``(sy, sx)`` in mm."""
+        return (float(self.spacing[-2]), float(self.spacing[-1]))
+
+    @property
+    def slice_spacing(self) -> float:
+        """Spacing along z in mm."""
+        return float(self.spacing[-3])
+
+    @property
+    def is_labels(self) -> bool:
+        """True when the data is an integer label map."""
+        return bool(np.issubdtype(np.asarray(self.data).dtype, np.integer))
+
+    @property
+    def name(self) -> str:
+        """File name without the NIfTI suffix ("volume" when there is no path)."""
+        return nifti_stem(self.path) if self.path else "volume"
+
+    def with_data(self, data: np.ndarray, path: str | None = None) -> Volume:
+        """A new ``Volume`` with this geometry and other data of the same shape."""
+        data = np.asarray(data)
+        if data.shape != self.shape:
+            raise ValueError(
+                f"Data shape {data.shape} does not match the volume shape {self.shape}."
+            )
+        return Volume(data, self.spacing, self.header.copy(), self.affine.copy(), path)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def is_nifti_path(path: str | os.PathLike[str]) -> bool:
+    """True when the path ends with ``.nii`` or ``.nii.gz`` (case-insensitive)."""
+    return str(path).lower().endswith(_NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: str | os.PathLike[str]) -> str:
+    """File name without ``.nii`` / ``.nii.gz`` (``p_frame01.nii.gz`` -> ``p_frame01``)."""
+    name = Path(path).name
+    for suffix in _NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _nifti_suffix(path: Path) -> str:
+    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a short clause: first line, no trailing period."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.rstrip(". ")
+
+
+def _spacing_from_header(header: nib.Nifti1Header, ndim: int) -> tuple[float, ...]:
+    """Spacing in display order from pixdim and xyzt_units (non-positive zooms become 1.0)."""
+    zooms = [float(z) for z in header.get_zooms()[:ndim]]
+    zooms += [1.0] * (ndim - len(zooms))
+    space_unit, time_unit = header.get_xyzt_units()
+    space_factor = _SPACE_TO_MM.get(space_unit, 1.0)
+    spacing = []
+    for axis, zoom in enumerate(zooms):
+        zoom = abs(zoom)
+        if not np.isfinite(zoom) or zoom == 0:
+            zoom = 1.0
+        elif axis < 3:
+            zoom *= space_factor
+        elif time_unit in _TIME_TO_S:
+            zoom *= _TIME_TO_S[time_unit]
+        else:
+            zoom = 1.0
+        # shortest decimal of the float32 pixdim: 1.78571, not 1.7857099771499634
+        spacing.append(float(np.format_float_positional(np.float32(zoom), unique=True)))
+    return tuple(reversed(spacing))
+
+
+def _label_dtype(data: np.ndarray) -> np.dtype | None:
+    """uint8 / uint16 when ``data`` holds non-negative integers that fit, else None."""
+    data = np.asarray(data)
+    if data.size == 0:
+        return np.dtype(np.uint8)
+    if data.dtype == bool:
+        return np.dtype(np.uint8)
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        return None
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
+            return None
+    lo, hi = data.min(), data.max()
+    if lo < 0 or hi > np.iinfo(np.uint16).max:
+        return None
+    return np.dtype(np.uint8) if hi <= np.iinfo(np.uint8).max else np.dtype(np.uint16)
+
+
+def _few_distinct(data: np.ndarray, limit: int) -> bool:
+    """True when integer ``data`` has at most ``limit`` distinct values."""
+    lo, hi = int(data.min()), int(data.max())
+    if hi - lo < limit:
+        return True
+    if hi - lo <= 1 << 20:
+        counts = np.bincount(data.ravel().astype(np.int64) - lo)
+        return int(np.count_nonzero(counts)) <= limit
+    return len(np.unique(data)) <= limit
+
+
+def is_label_file(path: str | os.PathLike[str] | None, vol: Volume | np.ndarray) -> bool:
+    """True when a file holds a segmentation rather than an image.
+
+    Either the name marks one (``_gt``, ``_seg``, ``_label``, ``_labels`` or ``_mask`` just
+    before ``.nii``/``.nii.gz``, any case) and the values are non-negative integers (stored
+    as integers or as integral floats), or the data has an integer dtype with at most
+    32 distinct non-negative values.
+    """
+    data = np.asarray(vol.data if isinstance(vol, Volume) else vol)
+    if data.size == 0:
+        return False
+    if path is not None and _LABEL_NAME.search(Path(path).name):
+        return _label_dtype(data) is not None
+    if not np.issubdtype(data.dtype, np.integer) or data.min() < 0:
+        return False
+    return _few_distinct(data, MAX_LABEL_VALUES)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _truncation(path: Path) -> str | None:
+    """Why a file nibabel could not identify looks like a cut NIfTI, or None (error path)."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    head = raw
+    if raw[:2] == b"\x1f\x8b":
+        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            head = stream.decompress(raw)
+        except zlib.error:
+            return None
+        if not stream.eof:
+            return "the gzip stream ends early"
+    size = _nifti_sizeof(head)
+    if size is not None and len(head) < size:
+        return f"its header is incomplete ({len(head)} of {size} bytes)"
+    return None
+
+
+def _nifti_sizeof(head: bytes) -> int | None:
+    """348 or 540 when ``head`` starts like a NIfTI-1/2 header (either endianness)."""
+    if len(head) < 4:
+        return None
+    for order in ("little", "big"):
+        size = int.from_bytes(head[:4], order)
+        if size in (348, 540):
+            return size
+    return None
+
+
+def read_nifti(
+    path: str | os.PathLike[str], *, kind: Literal["auto", "image", "labels"] = "auto"
+) -> Volume:
+    """Read a 3D or 4D ``.nii`` / ``.nii.gz`` file into a :class:`Volume` (display order).
+
+    ``kind="image"`` gives float32 data with the header's intensity scaling applied;
+    ``kind="labels"`` gives the exact integer values (error if they are not non-negative
+    integers); ``"auto"`` picks labels when :func:`is_label_file` says so. A 4D file with
+    a single frame is returned as 3D. Every failure raises :class:`NiftiError`.
+    """
+    if kind not in ("auto", "image", "labels"):
+        raise ValueError(f"kind must be 'auto', 'image' or 'labels', not {kind!r}.")
+    p = Path(path)
+    name = p.name
+    if not p.exists():
+        raise NiftiError(f"{p} does not exist.")
+    if p.is_dir():
+        raise NiftiError(f"{name} is a folder, not a NIfTI file.")
+    if p.stat().st_size == 0:
+        raise NiftiError(f"{name} is empty (0 bytes).")
+    try:
+        img = nib.load(str(p))
+    except ImageFileError as exc:
+        why = _truncation(p)
+        if why is not None:
+            raise NiftiError(f"{name} is truncated or corrupt: {why}.") from exc
+        raise NiftiError(f"{name} is not a NIfTI file ({_reason(exc)}).") from exc
+    except Exception as exc:  # EOFError, zlib.error, OSError, HeaderDataError, ...
+        raise NiftiError(f"{name} is truncated or corrupt: {_reason(exc)}.") from exc
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
+        raise NiftiError(f"{name} is a {type(img).__name__}, not a single-file NIfTI-1/2 image.")
+
+    shape = tuple(int(s) for s in img.shape)
+    while len(shape) > 3 and shape[-1] == 1:  # e.g. (x, y, z, 1): a 4D file with one frame
+        shape = shape[:-1]
+    if len(shape) not in (3, 4):
+        raise NiftiError(
+            f"{name} has {len(shape)} dimensions {tuple(img.shape)}; "
+            "only 3D (x, y, z) and 4D (x, y, z, t) volumes are supported."
+        )
+    if 0 in shape:
+        raise NiftiError(f"{name} has an empty dimension {tuple(img.shape)}.")
+
+    header = img.header
+    on_disk = header.get_data_dtype()
+    proxy = img.dataobj
+    unscaled = (
+        float(getattr(proxy, "slope", 1.0)) == 1.0 and float(getattr(proxy, "inter", 0.0)) == 0.0
+    )
+    raw_ints = kind != "image" and np.issubdtype(on_disk, np.integer) and unscaled
+    try:
+        data = np.asanyarray(proxy) if raw_ints else img.get_fdata(dtype=np.float32)
+        data = np.asarray(data).reshape(shape)
+    except Exception as exc:
+        raise NiftiError(
+            f"{name} is truncated or corrupt: its voxel data cannot be read ({_reason(exc)})."
+        ) from exc
+    data = np.ascontiguousarray(data.transpose(tuple(reversed(range(data.ndim)))))
+
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.isfinite(data)
+        if not finite.all():
+            n_nan = int(np.isnan(data).sum())
+            n_inf = int(data.size - finite.sum() - n_nan)
+            raise NiftiError(
+                f"{name} contains {n_nan} NaN and {n_inf} infinite voxel values; "
+                "only finite values are supported."
+            )
+
+    vol = Volume(
+        data=data,
+        spacing=_spacing_from_header(header, data.ndim),
+        header=_copy_header(header),
+        affine=np.array(img.affine, dtype=np.float64),
+        path=str(p),
+    )
+    want_labels = kind == "labels" or (kind == "auto" and is_label_file(p, vol))
+    if want_labels:
+        if not np.issubdtype(data.dtype, np.integer):
+            dtype = _label_dtype(data)
+            if dtype is None:
+                raise NiftiError(
+                    f"{name} does not hold a label map: its values are not "
+                    "non-negative integers up to 65535."
+                )
+            vol.data = data.astype(dtype)
+        elif data.min() < 0:
+            raise NiftiError(f"{name} does not hold a label map: it has negative values.")
+    elif not np.issubdtype(data.dtype, np.floating):
+        vol.data = data.astype(np.float32)
+    return vol
+
+
+# --------------------------------------------------------------------------- layer metadata
+
+
+def _copy_header(header: nib.Nifti1Header) -> nib.Nifti1Header:
+    """A deep copy of a NIfTI header, extensions included."""
+    out = header.__class__(header.binaryblock, header.endianness, check=False)
+    for ext in header.extensions:
+        out.extensions.append(Nifti1Extension(ext.get_code(), ext.get_content()))
+    return out
+
+
+def volume_metadata(vol: Volume) -> dict[str, Any]:
+    """What goes into a napari layer's ``metadata`` so the layer can be saved with the header.
+
+    Returns ``{"pix2rep_nifti": {...}}`` holding plain, picklable values: the raw header
+    block (bytes), its extensions, the affine, the spacing, the axis order and the source.
+    """
+    header = vol.header
+    return {
+        METADATA_KEY: {
+            "format": "nifti2" if isinstance(header, nib.Nifti2Header) else "nifti1",
+            "header": bytes(header.binaryblock),
+            "extensions": [(int(e.get_code()), bytes(e.get_content())) for e in header.extensions],
+            "affine": np.asarray(vol.affine, dtype=float).tolist(),
+            "spacing": [float(s) for s in vol.spacing],
+            "axis_order": "xyzt" if vol.is_4d else "xyz",
+            "source_path": vol.path,
+        }
+    }
+
+
+def _nifti_meta(metadata: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    if not metadata:
+        return None
+    if METADATA_KEY in metadata:
+        return metadata[METADATA_KEY]
+    if "header" in metadata:  # the inner dict itself
+        return metadata
+    return None
+
+
+def _header_from_meta(meta: Mapping[str, Any]) -> nib.Nifti1Header:
+    block = bytes(meta["header"])
+    cls = nib.Nifti2Header if meta.get("format") == "nifti2" else nib.Nifti1Header
+    header = cls(binaryblock=block, check=False)
+    for code, content in meta.get("extensions", ()):
+        header.extensions.append(Nifti1Extension(int(code), bytes(content)))
+    return header
+
+
+def _header_from_spacing(
+    shape: tuple[int, ...], spacing: tuple[float, ...]
+) -> tuple[nib.Nifti1Header, np.ndarray]:
+    """A fresh header for display-order ``shape`` with affine ``diag(spacing)``, codes 1."""
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != len(shape) or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise NiftiError(
+            f"Spacing {spacing} must hold one positive number per axis of shape {shape}."
+        )
+    zooms = tuple(reversed(spacing))
+    header = nib.Nifti1Header()
+    header.set_data_shape(tuple(reversed(shape)))
+    header.set_data_dtype(np.float32)
+    affine = np.diag([*zooms[:3], 1.0])
+    header.set_sform(affine, code=1)
+    header.set_qform(affine, code=1)
+    header.set_zooms(zooms)
+    header.set_xyzt_units("mm", "unknown")
+    return header, affine
+
+
+def volume_from_layer(
+    data: Any,
+    metadata: Mapping[str, Any] | None,
+    *,
+    spacing: tuple[float, ...] | None = None,
+) -> Volume:
+    """Rebuild a :class:`Volume` from a napari layer's data and ``metadata``.
+
+    Uses the NIfTI geometry stored by :func:`volume_metadata` (so a labels layer that copied
+    its image's metadata gets the image's header). Without it, ``spacing`` (display order,
+    e.g. the layer's ``scale``) gives an affine ``diag(spacing)``; with neither, raises
+    :class:`NiftiError` rather than inventing an identity geometry.
+    """
+    data = np.asarray(data)
+    meta = _nifti_meta(metadata)
+    if meta is not None:
+        header = _header_from_meta(meta)
+        affine = np.asarray(meta.get("affine", header.get_best_affine()), dtype=np.float64)
+        stored = tuple(float(s) for s in meta.get("spacing", ()))
+        vol_spacing = (
+            stored if len(stored) == data.ndim else _spacing_from_header(header, data.ndim)
+        )
+        return Volume(data, vol_spacing, header, affine, meta.get("source_path"))
+    if spacing is None:
+        raise NiftiError(
+            "The layer has no NIfTI header (it was not opened from a NIfTI file) and no "
+            "voxel spacing was given, so its geometry is unknown."
+        )
+    if data.ndim not in (3, 4):
+        raise NiftiError(f"Only 3D and 4D data can be saved as NIfTI, not shape {data.shape}.")
+    header, affine = _header_from_spacing(data.shape, tuple(spacing))
+    return Volume(data, tuple(float(s) for s in spacing), header, affine, None)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _image_dtype(data: np.ndarray, source: np.dtype) -> np.dtype:
+    """The source dtype when ``data`` converts to it losslessly, else float32."""
+    source = np.dtype(source)
+    if np.issubdtype(source, np.integer) and source.itemsize <= 4:
+        info = np.iinfo(source)
+        if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
+            ok = data.size == 0 or (data.min() >= info.min and data.max() <= info.max)
+        else:
+            ok = data.size == 0 or (
+                data.min() >= info.min
+                and data.max() <= info.max
+                and np.array_equal(data, np.round(data))
+            )
+        return source if ok else np.dtype(np.float32)
+    if source in (np.dtype(np.float32), np.dtype(np.float64)):
+        if data.dtype == source or (
+            source == np.float64 and np.issubdtype(data.dtype, np.floating)
+        ):
+            return source
+    return np.dtype(np.float32)
+
+
+def write_nifti(
+    path: str | os.PathLike[str],
+    data: Any,
+    like: Volume | Mapping[str, Any] | None = None,
+    *,
+    kind: Literal["labels", "image"] = "labels",
+    spacing: tuple[float, ...] | None = None,
+) -> str:
+    """Write display-order ``data`` to ``path`` (``.nii`` or ``.nii.gz``) with ``like``'s header.
+
+    ``like`` is the source :class:`Volume` or a napari layer's ``metadata`` dict. Every
+    header field is copied from it; only the data type, intensity scaling (cleared) and,
+    for labels, cal_min/cal_max (cleared) change. Labels are saved as uint8 (uint16 above
+    255) and must be non-negative integers; images keep the source dtype when lossless,
+    else float32. Without a source header an explicit ``spacing`` gives an affine
+    ``diag(spacing)`` with sform/qform code 1. The file is written to a temporary file in
+    the same folder and renamed onto ``path``, so a failure leaves any previous file intact.
+    Returns the written path.
+    """
+    if kind not in ("labels", "image"):
+        raise ValueError(f"kind must be 'labels' or 'image', not {kind!r}.")
+    p = Path(path)
+    name = p.name
+    if not is_nifti_path(p):
+        raise NiftiError(f"Cannot write {name}: the file name must end with .nii or .nii.gz.")
+    if not p.parent.is_dir():
+        raise NiftiError(f"Cannot write {name}: the folder {p.parent} does not exist.")
+    data = np.asarray(data)
+    if data.ndim not in (3, 4):
+        raise NiftiError(
+            f"Cannot write {name}: only 3D (z, y, x) and 4D (t, z, y, x) data are supported, "
+            f"not shape {data.shape}."
+        )
+
+    if isinstance(like, Volume):
+        header = _copy_header(like.header)
+    elif like is not None and _nifti_meta(like) is not None:
+        header = volume_from_layer(data, like).header
+    elif spacing is not None:
+        header, _ = _header_from_spacing(data.shape, tuple(spacing))
+    else:
+        raise NiftiError(
+            f"Cannot write {name}: there is no source NIfTI header to copy and no voxel "
+            "spacing was given."
+        )
+
+    source_shape = tuple(int(s) for s in header.get_data_shape())
+    file_shape = tuple(reversed(data.shape))
+    extra = source_shape[len(file_shape) :]
+    if source_shape[: len(file_shape)] != file_shape or any(s != 1 for s in extra):
+        raise NiftiError(
+            f"Cannot write {name}: the data shape {data.shape} does not match the source "
+            f"image shape {tuple(reversed(source_shape[: max(3, len(file_shape))]))} "
+            "(display order)."
+        )
+    file_data = data.transpose(tuple(reversed(range(data.ndim)))).reshape(source_shape)
+
+    if kind == "labels":
+        dtype = _label_dtype(data)
+        if dtype is None:
+            raise NiftiError(
+                f"Cannot write {name}: labels must be non-negative integers up to 65535 "
+                f"(got values from {data.min()} to {data.max()}, dtype {data.dtype})."
+            )
+        header["cal_min"] = 0
+        header["cal_max"] = 0
+    else:
+        if np.iscomplexobj(data) or not np.issubdtype(data.dtype, np.number):
+            raise NiftiError(f"Cannot write {name}: image data must be real numbers.")
+        if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+            raise NiftiError(f"Cannot write {name}: the image contains NaN or infinite values.")
+        dtype = _image_dtype(data, header.get_data_dtype())
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(None, None)
+    file_data = np.ascontiguousarray(file_data.astype(dtype, copy=False))
+
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    # affine=None: nibabel keeps the header's sform/qform/pixdim exactly as they are.
+    img = image_class(file_data, None, header=header)
+
+    suffix = _nifti_suffix(p)
+    tmp = p.with_name(f".{nifti_stem(p)}.{secrets.token_hex(4)}.tmp{suffix}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+        os.close(fd)
+        nib.save(img, str(tmp))
+        os.replace(tmp, p)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, NiftiError) or not isinstance(exc, Exception):
+            raise
+        raise NiftiError(f"Cannot write {name}: {_reason(exc)}.") from exc
+    return str(p)
+
+
+def copy_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of layer metadata (for a new labels layer made for an image)."""
+    return copy.deepcopy(dict(metadata))

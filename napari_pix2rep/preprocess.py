@@ -1,0 +1,133 @@
+"""Preprocessing that the network sees: intensity normalisation, in-plane resampling, padding.
+
+Everything here looks at the image alone (never at a mask), so the same code serves
+pretraining, training from annotations and prediction.
+
+Geometry: a slice of native size ``(H, W)`` and in-plane spacing ``(sy, sx)`` is
+resampled to ``(round(H * sy / s), round(W * sx / s))`` for the target spacing ``s`` with
+``align_corners=False`` bilinear interpolation, i.e. the field of view is kept exactly and
+pixel centres map affinely. :func:`to_native` applies the inverse map (same convention,
+sizes swapped), so maps predicted on the model grid land on the native grid exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an image is prepared for the network; stored in every model file.
+
+    ``target_spacing`` is the in-plane spacing in mm the network works at (None keeps
+    the native grid). Intensities are clipped to the ``clip`` percentiles of each 3D
+    volume (each frame of a cine separately) and then standardised.
+    """
+
+    target_spacing: float | None = 1.5
+    clip_low: float = 0.5
+    clip_high: float = 99.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessConfig:
+        return cls(**d)
+
+
+def normalize_intensity(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Clip a 3D volume ``(z, y, x)`` to its [low, high] percentiles and standardise it.
+
+    Returns float32 with mean 0 and standard deviation 1 (a constant volume gives zeros).
+    """
+    v = np.asarray(volume, dtype=np.float32)
+    if not np.isfinite(v).all():
+        raise ValueError("The image has NaN or infinite values; it cannot be normalised.")
+    lo, hi = (float(q) for q in np.percentile(v, [low, high]))
+    v = np.clip(v, lo, hi)
+    std = float(v.std())
+    out = (v - float(v.mean())) / std if std > 0 else np.zeros_like(v)
+    return out.astype(np.float32, copy=False)
+
+
+def model_size(native: tuple[int, int], spacing: tuple[float, float], cfg: PreprocessConfig):
+    """The in-plane size ``(H', W')`` of a native ``(H, W)`` slice on the model grid."""
+    if cfg.target_spacing is None:
+        return tuple(native)
+    return tuple(max(1, int(round(n * s / cfg.target_spacing))) for n, s in zip(native, spacing))
+
+
+def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resample ``(N, C, H, W)`` to ``(N, C, *size)`` (bilinear, align_corners=False).
+
+    Downsampling is antialiased; the map between pixel centres is exactly affine.
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
+
+
+def pad_to_multiple(
+    x: torch.Tensor, stride: int
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad ``(N, C, H, W)`` (edge values, centred) so H and W are multiples of ``stride``.
+
+    Returns the padded tensor and the pads ``(left, right, top, bottom)`` to undo it.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % stride, (-w) % stride
+    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    if ph or pw:
+        x = F.pad(x, pads, mode="replicate")
+    return x, pads
+
+
+def unpad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple` on ``(N, C, H, W)``."""
+    left, right, top, bottom = pads
+    return x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
+
+
+@dataclass
+class PreparedSlices:
+    """Slices of one volume ready for the network.
+
+    ``x``: ``(S, 1, H', W')`` float32 on the model grid, padded to the stride (S = all
+    slices of all frames, in ``data.reshape(-1, H, W)`` order). ``native_shape``: the
+    array shape of the source volume; ``size``: the unpadded model-grid size.
+    """
+
+    x: torch.Tensor
+    native_shape: tuple[int, ...]
+    size: tuple[int, int]
+    pads: tuple[int, int, int, int]
+
+
+def prepare_volume(
+    data: np.ndarray,
+    spacing: tuple[float, ...],
+    cfg: PreprocessConfig,
+    stride: int = 1,
+) -> PreparedSlices:
+    """Normalise (per 3D volume), resample and pad a ``(z, y, x)`` or ``(t, z, y, x)`` image."""
+    data = np.asarray(data)
+    if data.ndim not in (3, 4):
+        raise ValueError(f"Expected a 3D or 4D image, got {data.ndim} dimensions.")
+    frames = data[None] if data.ndim == 3 else data
+    norm = np.stack([normalize_intensity(f, cfg.clip_low, cfg.clip_high) for f in frames])
+    x = torch.from_numpy(norm.reshape(-1, 1, *data.shape[-2:]))
+    size = model_size(data.shape[-2:], tuple(spacing[-2:]), cfg)
+    x = resample(x, size)
+    x, pads = pad_to_multiple(x, stride)
+    return PreparedSlices(x.contiguous(), tuple(data.shape), size, pads)
+
+
+def to_native(maps: torch.Tensor, prepared: PreparedSlices) -> torch.Tensor:
+    """Map ``(S, C, H'p, W'p)`` network outputs back to the native ``(S, C, H, W)`` grid."""
+    return resample(unpad(maps, prepared.pads), tuple(prepared.native_shape[-2:]))

@@ -1,0 +1,457 @@
+"""Pix2Rep pretraining: equivariant dense contrastive (or Barlow Twins) learning.
+
+One step, for a batch of slices x ``(B, 1, S, S)``:
+
+1. two intensity-augmented views v1, v2; one random affine phi per slice warps v2;
+2. both views through the backbone f (one batch): ``(2B, D, S, S)``;
+3. the view-1 feature map is warped by the same phi, so ``phi . f(v1)`` and
+   ``f(phi . v2)`` are pixel-aligned; pixels whose source is outside the field of view
+   are masked out;
+4. aligned pixel vectors (N sampled pairs for InfoNCE, all or many for Barlow) go
+   through the projector g and the loss.
+
+:class:`Pretrainer` adds the rest: Adam with warm-up and cosine decay, AMP and
+channels_last on CUDA, progress, cooperative cancel, atomic checkpoints with everything
+needed to resume the same trajectory, init from an existing backbone, and DDP under
+``torchrun`` (each rank draws different slices; rank 0 alone writes files).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import augment
+from .augment import AugmentConfig
+from .checkpoint import (
+    BACKBONE,
+    FORMAT_VERSION,
+    ModelFileError,
+    atomic_torch_save,
+    build_backbone,
+    library_versions,
+    load_model_file,
+)
+from .device import release_memory, resolve_device
+from .losses.pixel_barlow import pixel_barlow
+from .losses.pixel_ntxent import pixel_ntxent
+from .nets.heads import ProjectionHead
+from .nets.unet import UNet, preset
+from .preprocess import PreprocessConfig
+from .slices import SliceBank
+
+LOSSES = ("infonce", "barlow", "simclr")
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of a pretraining run (defaults: METHOD.md section 1, small preset)."""
+
+    preset: str = "small"
+    loss: str = "infonce"
+    steps: int = 1000
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 4.7e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    n_pixels: int = 1000
+    temperature: float = 0.53
+    barlow_lambda: float = 5e-3
+    barlow_pixels: int | None = 16384
+    seed: int = 0
+    checkpoint_every: int = 100
+    snapshot_every: int = 0  # also keep <out stem>_stepN.pt every N steps (0 = never)
+    amp: bool = True
+    channels_last: bool = True
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"Unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}.")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch size must be at least 1.")
+        if isinstance(self.preprocess, dict):
+            self.preprocess = PreprocessConfig.from_dict(self.preprocess)
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SimCLRObjective(nn.Module):
+    """Image-level SimCLR baseline (METHOD.md section 3): only the encoder learns.
+
+    ``forward(v1, v2w, theta, gen)``: the bottleneck of each view is averaged over space,
+    projected (Linear -> BN -> ReLU -> Linear) and the two views of a slice form the
+    positive pair of an NT-Xent over the batch ``(2B vectors)``. The decoder keeps its
+    random initialisation, as for any encoder-only pretraining.
+    """
+
+    def __init__(self, backbone: nn.Module, cfg: PretrainConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = ProjectionHead(backbone.config.widths[-1], out_dim=128)
+        self.cfg = cfg
+
+    def forward(
+        self, v1: torch.Tensor, v2w: torch.Tensor, theta: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        pooled = self.backbone.encode(torch.cat([v1, v2w]))[-1].float().mean(dim=(2, 3))
+        z1, z2 = self.projector(pooled).chunk(2)
+        return pixel_ntxent(z1, z2, self.cfg.temperature)
+
+
+class Pix2RepObjective(nn.Module):
+    """Backbone + projector + loss, as one module so DDP can wrap it.
+
+    ``forward(v1, v2w, theta, gen)``: views ``(B, 1, S, S)`` (v2 already warped by
+    ``theta`` ``(B, 2, 3)``) -> scalar loss.
+    """
+
+    def __init__(self, backbone: nn.Module, cfg: PretrainConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        dim = backbone.config.out_channels
+        self.projector = ProjectionHead(dim)
+        self.cfg = cfg
+
+    def aligned_features(
+        self, v1: torch.Tensor, v2w: torch.Tensor, theta: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``phi . f(v1)``, ``f(v2w)`` (each ``(B, D, S, S)``) and the valid mask ``(B, S, S)``."""
+        feats = self.backbone(torch.cat([v1, v2w]))
+        f1, f2 = feats.chunk(2)
+        f1w = augment.warp(f1.float(), theta)
+        return f1w, f2.float(), augment.valid_mask(theta, tuple(v1.shape[-2:]))
+
+    def forward(
+        self, v1: torch.Tensor, v2w: torch.Tensor, theta: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        f1w, f2, valid = self.aligned_features(v1, v2w, theta)
+        n = self.cfg.n_pixels if self.cfg.loss == "infonce" else self.cfg.barlow_pixels
+        z1, z2 = sample_aligned_pixels(f1w, f2, valid, n, gen)
+        z = self.projector(torch.cat([z1, z2])).float()
+        z1, z2 = z.chunk(2)
+        if self.cfg.loss == "infonce":
+            return pixel_ntxent(z1, z2, self.cfg.temperature)
+        return pixel_barlow(z1, z2, self.cfg.barlow_lambda)
+
+
+def sample_aligned_pixels(
+    f1: torch.Tensor, f2: torch.Tensor, valid: torch.Tensor, n: int | None, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel vectors at ``n`` random valid positions (all valid ones if None): ``(n, D)`` x 2.
+
+    The same positions are taken from both aligned maps ``(B, D, H, W)``.
+    """
+    idx = valid.flatten().nonzero().squeeze(1)
+    if idx.numel() < 2:
+        raise RuntimeError("Fewer than two valid aligned pixels; check the augmentation ranges.")
+    if n is not None and n < idx.numel():
+        pick = torch.randperm(idx.numel(), generator=gen, device=gen.device)[:n]
+        idx = idx[pick.to(idx.device)]
+    d = f1.shape[1]
+    v1 = f1.permute(0, 2, 3, 1).reshape(-1, d)[idx]
+    v2 = f2.permute(0, 2, 3, 1).reshape(-1, d)[idx]
+    return v1, v2
+
+
+@dataclass
+class StepInfo:
+    """What a training loop reports after each step."""
+
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    slices_per_s: float
+    eta_s: float
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio * lr`` at ``cfg.steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def init_distributed(device: str) -> tuple[int, int, torch.device]:
+    """Join the process group when run under ``torchrun`` (WORLD_SIZE > 1).
+
+    Returns (rank, world size, this rank's device): NCCL with one GPU per rank on CUDA,
+    gloo on CPU.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, resolve_device(device)
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dev
+
+
+class Pretrainer:
+    """A Pix2Rep pretraining run that can be stepped, cancelled, saved and resumed.
+
+    Parameters
+    ----------
+    bank : the slices to train on.
+    config : run settings; ignored (except ``steps``) when ``resume`` is given.
+    out : where checkpoints go (every ``checkpoint_every`` steps and at the end).
+    device : "auto", "cpu", "cuda", "mps" (under torchrun, each rank takes its GPU).
+    init : a backbone or segmenter file whose backbone weights start the run.
+    resume : a checkpoint written by a previous run, continued where it stopped.
+    """
+
+    def __init__(
+        self,
+        bank: SliceBank,
+        config: PretrainConfig | None = None,
+        out: str | os.PathLike | None = None,
+        device: str = "auto",
+        init: str | os.PathLike | None = None,
+        resume: str | os.PathLike | None = None,
+    ) -> None:
+        self.bank = bank
+        self.out = Path(out) if out is not None else None
+        self.rank, self.world, self.device = init_distributed(device)
+        state = None
+        if resume is not None:
+            state = load_model_file(resume, expect="backbone")
+            if "resume" not in state:
+                raise ModelFileError(f"{Path(resume).name} holds no training state to resume.")
+            saved = PretrainConfig(**state["resume"]["config"])
+            if config is not None:
+                saved.steps = config.steps
+            config = saved
+        self.config = config or PretrainConfig()
+        cfg = self.config
+
+        torch.manual_seed(cfg.seed)
+        if state is not None:
+            backbone = build_backbone(state, Path(resume).name)
+        elif init is not None:
+            backbone = build_backbone(load_model_file(init, "backbone"), Path(init).name)
+        else:
+            backbone = UNet(preset(cfg.preset))
+        objective = SimCLRObjective if cfg.loss == "simclr" else Pix2RepObjective
+        self.objective = objective(backbone, cfg).to(self.device)
+        if cfg.channels_last:
+            self.objective.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(
+            self.objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else None
+        self.amp_dtype = amp_dtype or torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and amp_dtype is None)
+
+        self.data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        self.aug_gen = torch.Generator(device=self.device).manual_seed(
+            cfg.seed * 1000 + 500 + self.rank
+        )
+        self.step = 0
+        self.loss_history: list[float] = []
+        self.init_source = str(init) if init is not None else None
+        if state is not None:
+            self._restore(state)
+        self.model = self.objective
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=ids, find_unused_parameters=cfg.loss == "simclr"
+            )
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def backbone(self) -> UNet:
+        return self.objective.backbone
+
+    @property
+    def effective_batch(self) -> int:
+        return self.config.batch_size * self.world
+
+    def _restore(self, state: dict) -> None:
+        r = state["resume"]
+        self.objective.projector.load_state_dict(r["projector"])
+        self.optimizer.load_state_dict(r["optimizer"])
+        if r.get("scaler"):
+            self.scaler.load_state_dict(r["scaler"])
+        self.step = int(r["step"])
+        self.loss_history = [float(v) for v in state["meta"].get("loss_history", [])]
+        self.init_source = state["meta"].get("init")
+        data_states, aug_states = r["rng"]["data"], r["rng"]["aug"]
+        if len(data_states) == self.world:
+            self.data_gen.set_state(data_states[self.rank])
+            if aug_states[self.rank].numel() == self.aug_gen.get_state().numel():
+                self.aug_gen.set_state(aug_states[self.rank])
+
+    def _gathered_rng(self) -> dict:
+        data, aug = self.data_gen.get_state(), self.aug_gen.get_state()
+        if self.world == 1:
+            return {"data": [data], "aug": [aug]}
+        out = {}
+        for name, s in (("data", data), ("aug", aug)):
+            parts = [torch.empty_like(s) for _ in range(self.world)]
+            dist.all_gather_object(parts, s)
+            out[name] = parts
+        return out
+
+    def state_dict(self) -> dict:
+        """The model file: backbone weights, metadata and the state to resume from."""
+        cfg = self.config
+        rng = self._gathered_rng()
+        return {
+            "format": BACKBONE,
+            "version": FORMAT_VERSION,
+            "arch": self.backbone.config.to_dict(),
+            "preprocess": cfg.preprocess.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.backbone.state_dict().items()},
+            "meta": {
+                "method": "simclr" if cfg.loss == "simclr" else f"pix2rep-{cfg.loss}",
+                "steps": self.step,
+                "effective_batch": self.effective_batch,
+                "world_size": self.world,
+                "n_slices": len(self.bank),
+                "data": list(self.bank.sources[:2000]),
+                "init": self.init_source,
+                "loss_history": list(self.loss_history),
+                "library": library_versions(),
+                "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+            "resume": {
+                "step": self.step,
+                "config": cfg.to_dict(),
+                "projector": {
+                    k: v.detach().cpu() for k, v in self.objective.projector.state_dict().items()
+                },
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                "rng": rng,
+            },
+        }
+
+    def save(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Write the checkpoint atomically (rank 0 only; other ranks return None)."""
+        path = Path(path) if path is not None else self.out
+        if path is None:
+            raise ValueError("No output path for the checkpoint.")
+        state = self.state_dict()  # every rank joins the RNG gather
+        if self.rank != 0:
+            return None
+        return atomic_torch_save(state, path)
+
+    # -- training ------------------------------------------------------------------------
+    def _train_step(self) -> float:
+        cfg = self.config
+        dev = self.device
+        x = self.bank.sample(cfg.batch_size, cfg.crop, self.data_gen)
+        if dev.type == "cuda":
+            x = x.pin_memory()
+        x = x.to(dev, non_blocking=True)
+        with torch.no_grad():
+            v1 = augment.intensity_augment(x, cfg.augment, self.aug_gen)
+            v2 = augment.intensity_augment(x, cfg.augment, self.aug_gen)
+            theta = augment.random_affine(x.shape[0], cfg.augment, self.aug_gen, dev)
+            v2w = augment.warp(v2, theta)
+        if cfg.channels_last:
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2w = v2w.contiguous(memory_format=torch.channels_last)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, cfg)
+        amp = torch.autocast(dev.type, dtype=self.amp_dtype) if self.use_amp else nullcontext()
+        with amp:
+            loss = self.model(v1, v2w, theta, self.aug_gen)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        value = loss.detach()
+        if self.world > 1:
+            dist.all_reduce(value)
+            value = value / self.world
+        return float(value)
+
+    def steps(self, should_stop: Callable[[], bool] | None = None) -> Iterator[StepInfo]:
+        """Train until ``config.steps`` (or ``should_stop()``), yielding after every step.
+
+        Checkpoints go to ``out`` every ``checkpoint_every`` steps and when the loop ends,
+        also when it is cancelled (at a step boundary, so the file is consistent).
+        """
+        cfg = self.config
+        self.objective.train()
+        rate = None
+        consistent = False  # True when stopping at a step boundary (not mid-step)
+        try:
+            while self.step < cfg.steps:
+                if should_stop is not None and should_stop():
+                    break
+                t0 = time.perf_counter()
+                loss = self._train_step()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"The loss became {loss} at step {self.step + 1}; lower the learning rate."
+                    )
+                self.step += 1
+                self.loss_history.append(loss)
+                dt = time.perf_counter() - t0
+                rate = dt if rate is None else 0.9 * rate + 0.1 * dt
+                if self.out is not None and self.step % cfg.checkpoint_every == 0:
+                    self.save()
+                if (
+                    self.out is not None
+                    and cfg.snapshot_every
+                    and self.step % cfg.snapshot_every == 0
+                ):
+                    self.save(
+                        self.out.with_name(f"{self.out.name.split('.')[0]}_step{self.step}.pt")
+                    )
+                try:
+                    yield StepInfo(
+                        step=self.step,
+                        steps=cfg.steps,
+                        loss=loss,
+                        lr=lr_at(self.step - 1, cfg),
+                        slices_per_s=self.effective_batch / rate,
+                        eta_s=rate * (cfg.steps - self.step),
+                    )
+                except GeneratorExit:
+                    consistent = True
+                    raise
+            consistent = True
+        finally:
+            # A failed or interrupted step leaves the last checkpoint as it was.
+            if consistent and self.out is not None and self.step % cfg.checkpoint_every:
+                self.save()
+            release_memory(self.device)
+
+    def run(
+        self,
+        progress: Callable[[StepInfo], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> StepInfo | None:
+        """Run :meth:`steps` to the end, calling ``progress`` after every step."""
+        last = None
+        for info in self.steps(should_stop):
+            last = info
+            if progress is not None:
+                progress(info)
+        return last

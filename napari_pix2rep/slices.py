@@ -1,0 +1,123 @@
+"""Slices for pretraining: find NIfTI files, prepare every slice of every frame, crop.
+
+Each file is read, normalised per 3D volume (each frame of a cine on its own) and
+resampled in-plane to the model's spacing once; training then draws random slices and
+random ``crop x crop`` windows from memory.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .preprocess import PreprocessConfig, model_size, normalize_intensity, resample
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def find_nifti(inputs: Iterable[str | os.PathLike], exclude: Sequence[str] = ()) -> list[Path]:
+    """NIfTI files named in ``inputs`` or found under them (folders searched recursively).
+
+    ``exclude`` globs are matched against the file name and the whole path. Raises
+    ``FileNotFoundError`` for an input that does not exist, ``ValueError`` if none is left.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_nifti(f)))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"{p} does not exist.")
+
+    def excluded(f: Path) -> bool:
+        return any(fnmatch.fnmatch(f.name, g) or fnmatch.fnmatch(str(f), g) for g in exclude)
+
+    files = [f for f in dict.fromkeys(found) if not excluded(f)]
+    if not files:
+        raise ValueError("No NIfTI images found in the data given (after --exclude).")
+    return files
+
+
+def prepare_slices(
+    data: np.ndarray, spacing: Sequence[float], cfg: PreprocessConfig
+) -> list[torch.Tensor]:
+    """Every 2D slice of a ``(z, y, x)`` or ``(t, z, y, x)`` image on the model grid."""
+    frames = data[None] if data.ndim == 3 else data
+    out = []
+    for frame in frames:
+        x = torch.from_numpy(normalize_intensity(frame, cfg.clip_low, cfg.clip_high))[:, None]
+        x = resample(x, model_size(frame.shape[-2:], tuple(spacing[-2:]), cfg))
+        out.extend(s[0].clone() for s in x)
+    return out
+
+
+class SliceBank:
+    """All prepared slices, each ``(H_i, W_i)`` float32, and random crops of them."""
+
+    def __init__(self, slices: list[torch.Tensor], sources: list[str] | None = None) -> None:
+        if not slices:
+            raise ValueError("No slices to train on.")
+        self.slices = slices
+        self.sources = sources or []
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    @classmethod
+    def from_files(
+        cls,
+        files: Sequence[str | os.PathLike],
+        cfg: PreprocessConfig,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SliceBank:
+        from .nifti import read_nifti
+
+        slices: list[torch.Tensor] = []
+        for i, f in enumerate(files):
+            vol = read_nifti(f)
+            slices.extend(prepare_slices(vol.data, vol.spacing, cfg))
+            if progress is not None:
+                progress(i + 1, len(files))
+        return cls(slices, [str(f) for f in files])
+
+    @classmethod
+    def from_arrays(
+        cls, volumes: Iterable[tuple[np.ndarray, Sequence[float]]], cfg: PreprocessConfig
+    ) -> SliceBank:
+        slices: list[torch.Tensor] = []
+        for data, spacing in volumes:
+            slices.extend(prepare_slices(data, spacing, cfg))
+        return cls(slices)
+
+    def sample(self, n: int, crop: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` random slices, each a random ``crop x crop`` window: ``(n, 1, crop, crop)``.
+
+        Slices smaller than the crop are edge-padded. Uses only ``gen`` (CPU) for
+        randomness, so a run is reproducible from the generator's state.
+        """
+        idx = torch.randint(len(self.slices), (n,), generator=gen)
+        out = torch.empty(n, 1, crop, crop)
+        for k, i in enumerate(idx.tolist()):
+            s = self.slices[i]
+            h, w = s.shape
+            top = int(torch.randint(max(1, h - crop + 1), (1,), generator=gen))
+            left = int(torch.randint(max(1, w - crop + 1), (1,), generator=gen))
+            window = s[top : top + crop, left : left + crop][None, None]
+            ph, pw = crop - window.shape[-2], crop - window.shape[-1]
+            if ph or pw:
+                pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+                window = F.pad(window, pads, mode="replicate")
+            out[k] = window[0]
+        return out

@@ -1,0 +1,126 @@
+"""Settings that persist, the measures table and its CSV, the launcher."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+pytest.importorskip("qtpy")
+
+PLUGIN = "napari-pix2rep"
+
+
+def test_settings_persist_between_docks(make_napari_viewer, tmp_path):
+    from napari_pix2rep._qt.dock import Pix2RepDock
+
+    viewer = make_napari_viewer()
+    first = Pix2RepDock(viewer)
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"x")
+    first.model_box.set_path(str(model))
+    first.model_box.device_combo.setCurrentText("cpu")
+    seg = first.segment_panel
+    seg.set_mode("finetune")
+    seg.steps_spin.setValue(123)
+    seg.crop_spin.setValue(96)
+    seg.uncertainty_check.setChecked(True)
+    seg.classes_edit.setText("background, LV")
+    seg._classes_edited()
+    pre = first.pretrain_panel
+    pre.preset_combo.setCurrentText("tiny")
+    pre.loss_combo.setCurrentText("barlow")
+    pre.steps_spin.setValue(77)
+    pre.out_edit.setText(str(tmp_path / "pt.pt"))
+    pre.out_edit.editingFinished.emit()
+    first.tabs.setCurrentIndex(2)
+    first.settings.sync()
+    first.deleteLater()
+
+    second = Pix2RepDock(viewer)
+    assert second.model_box.path == str(model)
+    assert second.model_box.device == "cpu"
+    s = second.segment_panel
+    assert (s.mode, s.steps_spin.value(), s.crop_spin.value()) == ("finetune", 123, 96)
+    assert s.uncertainty_check.isChecked()
+    assert s.classes() == ("background", "LV")
+    p = second.pretrain_panel
+    assert (p.preset_combo.currentText(), p.loss_combo.currentText()) == ("tiny", "barlow")
+    assert p.steps_spin.value() == 77 and p.output_path == str(tmp_path / "pt.pt")
+    assert second.tabs.currentIndex() == 2
+    assert str(tmp_path) in second.settings.path  # the test's INI file, not the user's
+    second.deleteLater()
+
+
+def test_measures_of_the_4d_phantom(dock, tmp_path, notes):
+    viewer, widget = dock
+    viewer.open_sample(PLUGIN, "phantom_4d")
+    panel = widget.measure_panel
+    panel.refresh_layers()
+    panel.set_layers("phantom cine truth")
+    assert not panel.es_combo.isEnabled()
+    table = panel.compute()
+    assert table is not None and panel.table.rowCount() == 7
+    ef = panel.value("LV EF")
+    assert 40.0 < ef < 85.0, ef
+    assert panel.value("LV EDV") > panel.value("LV ESV") > 0
+    assert panel.value("Myocardial mass") > 0
+    assert panel.curve.rowCount() == 12
+    assert "ED = frame 0" in panel.note.text()
+    shown = float(panel.table.item(2, 1).text())
+    assert abs(shown - ef) < 0.06
+
+    out = panel.export_csv(str(tmp_path / "measures.csv"))
+    rows = list(csv.reader(open(out)))
+    assert rows[0] == ["quantity", "value", "unit"]
+    assert rows[3][0] == "LV EF" and abs(float(rows[3][1]) - ef) < 1e-3
+    assert ["frame", "LV_ml", "RV_ml", "MYO_ml"] in rows
+    assert not [m for s, m in notes if s == "error"]
+
+
+def test_measures_of_ed_and_es_3d_layers(dock):
+    from napari_pix2rep.phantom import make_phantom
+
+    viewer, widget = dock
+    cine = make_phantom(n_slices=6, size=(80, 80), n_frames=6, seed=2)
+    spacing = cine.spacing[1:]
+    viewer.add_labels(cine.labels[0], name="ED seg", scale=spacing)
+    viewer.add_labels(cine.labels[cine.es_frame], name="ES seg", scale=spacing)
+    panel = widget.measure_panel
+    panel.refresh_layers()
+    panel.set_layers("ED seg")
+    assert panel.compute() is not None and panel.value("LV EF") is None  # volumes only
+    assert panel.value("LV volume") > 0
+    panel.set_layers("ED seg", "ES seg")
+    panel.compute()
+    assert 20.0 < panel.value("LV EF") < 85.0
+
+
+def test_launcher_opens_images_and_docks(make_napari_viewer, monkeypatch, tmp_path):
+    import napari
+
+    from napari_pix2rep._qt import launcher
+    from napari_pix2rep.nifti import write_nifti
+    from napari_pix2rep.phantom import make_phantom
+
+    made = []
+
+    def viewer_factory(**kw):
+        made.append(make_napari_viewer(**kw))
+        return made[-1]
+
+    monkeypatch.setattr(napari, "Viewer", viewer_factory)
+    ran = []
+    monkeypatch.setattr(napari, "run", lambda: ran.append(True))
+
+    ph = make_phantom(n_slices=4, size=(64, 64), seed=1)
+    path = write_nifti(tmp_path / "case.nii.gz", ph.image, ph.to_volume(), kind="image")
+    viewer, widget = launcher.make_viewer([path], show=False)
+    assert [ly.name for ly in viewer.layers] == ["case"]
+    assert type(widget).__name__ == "Pix2RepDock"
+    assert widget.segment_panel.image_combo.currentText() == "case"
+
+    launcher.launch([])  # no paths: the 3D phantom sample
+    assert ran == [True]
+    assert len(made) == 2
+    assert [ly.name for ly in made[1].layers] == ["phantom", "phantom truth"]

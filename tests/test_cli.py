@@ -1,0 +1,210 @@
+"""The pix2rep console script, end to end on synthetic data, and its error messages."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_pix2rep.cli import main
+from napari_pix2rep.nifti import read_nifti, write_nifti
+from napari_pix2rep.phantom import make_phantom
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """A phantom image, its truth and a two-slice annotation, written as NIfTI."""
+    root = tmp_path_factory.mktemp("cli")
+    ph = make_phantom(n_slices=8, size=(96, 96), seed=3)
+    vol = ph.to_volume("image")
+    img = write_nifti(root / "heart.nii.gz", ph.image, vol, kind="image")
+    gt = write_nifti(root / "heart_gt.nii.gz", ph.labels, vol, kind="labels")
+    ann = np.zeros_like(ph.labels)
+    ann[2], ann[5] = ph.labels[2], ph.labels[5]
+    lab = write_nifti(root / "heart_labels.nii.gz", ann, vol, kind="labels")
+    return {"root": root, "image": img, "gt": gt, "labels": lab}
+
+
+def test_train_predict_evaluate_measure(case, tiny_backbone_file, capsys):
+    root = case["root"]
+    seg = root / "seg.pt"
+    assert (
+        main(
+            [
+                "train",
+                "--image",
+                case["image"],
+                "--labels",
+                case["labels"],
+                "--model",
+                str(tiny_backbone_file),
+                "--out",
+                str(seg),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(seg),
+                case["image"],
+                "--out-dir",
+                str(root / "out"),
+                "--uncertainty",
+            ]
+        )
+        == 0
+    )
+    pred = root / "out" / "heart_seg.nii.gz"
+    written, source = nib.load(pred), nib.load(case["image"])
+    np.testing.assert_array_equal(written.affine, source.affine)
+    assert written.header.get_zooms() == source.header.get_zooms()
+    assert (root / "out" / "heart_uncertainty.nii.gz").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", str(pred), "--gt", case["gt"], "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # two annotated slices of eight; a broken pipeline (wrong axes, flipped or shifted
+    # output, labels off by one) cannot reach this
+    assert result["mean"]["LV"] > 0.7 and result["mean"]["mean"] > 0.5, result["mean"]
+    assert main(["measure", str(pred)]) == 0
+    assert "LV" in capsys.readouterr().out
+
+
+def test_measure_ed_es_pair(case, tmp_path, capsys):
+    ph = make_phantom(n_slices=6, size=(96, 96), n_frames=6, seed=1)
+    vol4 = ph.frame(0).to_volume("labels")
+    ed = write_nifti(tmp_path / "ed_seg.nii.gz", ph.labels[0], vol4, kind="labels")
+    es = write_nifti(tmp_path / "es_seg.nii.gz", ph.labels[ph.es_frame], vol4, kind="labels")
+    assert main(["measure", es, ed, "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["ed"] == ed and 20 < m["measures"]["LV_EF"] < 90
+
+
+def test_pretrain_cli_and_resume(tmp_path, capsys):
+    from napari_pix2rep.phantom import write_phantom_dataset
+
+    write_phantom_dataset(tmp_path / "data", n_cases=1, n_slices=4, size=(64, 64), n_frames=4)
+    out = tmp_path / "bb.pt"
+    args = [
+        "pretrain",
+        str(tmp_path / "data"),
+        "--exclude",
+        "*_gt*",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--log-every",
+        "1",
+    ]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "4", "--resume", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "steps 2 -> 4" in text and "step 4/4" in text
+    assert main([*args, "--steps", "2", "--exclude", "*.nii.gz"]) == 2
+    assert "No NIfTI images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["predict", "--model", "{bb}", "{image}", "--out-dir", "{root}/x"],
+            "is a pretrained backbone, not a segmenter",
+        ),
+        (
+            [
+                "train",
+                "--image",
+                "{image}",
+                "--labels",
+                "{bad_grid}",
+                "--out",
+                "{root}/s.pt",
+                "--model",
+                "{bb}",
+            ],
+            "not on the grid",
+        ),
+        (
+            [
+                "train",
+                "--image",
+                "{image}",
+                "--labels",
+                "{empty}",
+                "--out",
+                "{root}/s.pt",
+                "--model",
+                "{bb}",
+            ],
+            "No annotated slice",
+        ),
+        (
+            [
+                "train",
+                "--image",
+                "{image}",
+                "--labels",
+                "{wrong_values}",
+                "--out",
+                "{root}/s.pt",
+                "--model",
+                "{bb}",
+            ],
+            "not among the 4 classes",
+        ),
+        (
+            [
+                "train",
+                "--image",
+                "{image}",
+                "--labels",
+                "{labels}",
+                "--out",
+                "{root}/s.pt",
+                "--model",
+                "{image}",
+            ],
+            "not a napari-pix2rep model file",
+        ),
+        (["evaluate", "--pred", "{image}", "--gt", "{bad_grid}"], "same grid"),
+        (
+            ["predict", "--model", "{root}/missing.pt", "{image}", "--out-dir", "{root}/x"],
+            "does not exist",
+        ),
+    ],
+)
+def test_errors_are_one_sentence_and_nonzero(case, tiny_backbone_file, capsys, argv, message):
+    root = case["root"]
+    ph = read_nifti(case["labels"])
+    small = write_nifti(
+        root / "small_labels.nii.gz", ph.data[:, :50], None, kind="labels", spacing=(10, 1.5, 1.5)
+    )
+    empty = write_nifti(root / "empty_labels.nii.gz", np.zeros_like(ph.data), ph, kind="labels")
+    wrong = write_nifti(
+        root / "wrong_labels.nii.gz", np.where(ph.data > 0, 9, 0), ph, kind="labels"
+    )
+    fields = {
+        "bb": str(tiny_backbone_file),
+        "image": case["image"],
+        "labels": case["labels"],
+        "root": str(root),
+        "bad_grid": small,
+        "empty": empty,
+        "wrong_values": wrong,
+    }
+    argv = [a.format(**fields) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0, err
+    assert not (root / "s.pt").exists()

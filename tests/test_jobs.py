@@ -1,0 +1,150 @@
+"""Job generators behind the dock's workers: progress, stop between steps, results."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pix2rep.jobs import JobProgress, cpu_threads, pretrain_job, segment_job
+from napari_pix2rep.nifti import write_nifti
+from napari_pix2rep.phantom import make_phantom
+from napari_pix2rep.predict import predict_volume
+
+TINY = {"preset": "tiny", "crop": 64, "batch_size": 4, "checkpoint_every": 10_000}
+
+
+def drive(gen, stop=None):
+    """Run a job generator to its end: ``(progress list, result)``; ``stop`` sees each step."""
+    seen = []
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as s:
+            return seen, s.value
+        seen.append(p)
+        if stop is not None:
+            stop.see(p)
+
+
+class StopAt:
+    """A stop flag raised once a progress report passes ``test`` (like the Cancel button)."""
+
+    def __init__(self, test):
+        self.test, self.flag = test, False
+
+    def see(self, p):
+        self.flag = self.flag or self.test(p)
+
+    def check(self):
+        return self.flag
+
+
+@pytest.fixture(scope="module")
+def quick_backbone(tmp_path_factory):
+    """A barely trained tiny backbone (job mechanics only, not quality)."""
+    out = tmp_path_factory.mktemp("jobs") / "quick.pt"
+    ph = make_phantom(n_slices=4, size=(64, 64), seed=8)
+    drive(
+        pretrain_job(
+            [(ph.image, ph.spacing, "ph")], out=out, config={**TINY, "steps": 3}, device="cpu"
+        )
+    )
+    return out
+
+
+def test_pretrain_job_reads_folders_skips_labels_and_stops(tmp_path):
+    ph = make_phantom(n_slices=4, size=(64, 64), seed=2)
+    vol = ph.to_volume()
+    (tmp_path / "data").mkdir()
+    write_nifti(tmp_path / "data" / "a.nii.gz", ph.image, vol, kind="image")
+    write_nifti(tmp_path / "data" / "a_gt.nii.gz", ph.labels, vol, kind="labels")
+    out = tmp_path / "bb.pt"
+    stop = StopAt(lambda p: p.stage == "pretrain" and p.step >= 3)
+    seen, result = drive(
+        pretrain_job(
+            [(ph.image, ph.spacing, "layer")],
+            [tmp_path / "data"],
+            out=out,
+            config={**TINY, "steps": 500},
+            device="cpu",
+            should_stop=stop.check,
+        ),
+        stop,
+    )
+    loading = [p for p in seen if p.stage == "loading"]
+    assert loading[-1].step == loading[-1].total == 2  # the layer and a.nii.gz, not a_gt
+    assert all(isinstance(p, JobProgress) for p in seen)
+    steps = [p for p in seen if p.stage == "pretrain"]
+    assert steps[-1].step == 3 and steps[-1].loss is not None and steps[-1].eta_s >= 0
+    assert result.cancelled and result.steps_done == 3 and result.path == out
+    state = torch.load(out, weights_only=True)
+    assert state["meta"]["steps"] == 3
+    assert state["meta"]["data"] == ["layer:layer", str(tmp_path / "data" / "a.nii.gz")]
+
+
+def test_pretrain_job_needs_data(tmp_path):
+    with pytest.raises(ValueError, match="No data"):
+        drive(pretrain_job([], [], out=tmp_path / "x.pt", config=TINY))
+
+
+def test_cpu_threads_restores_the_count():
+    before = torch.get_num_threads()
+    with cpu_threads(torch.device("cpu")):
+        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) - 1)
+    assert torch.get_num_threads() == before
+    with cpu_threads(torch.device("meta")):
+        assert torch.get_num_threads() == before
+
+
+def test_segment_job_trains_predicts_and_reuses(quick_backbone):
+    ph = make_phantom(n_slices=4, size=(64, 64), seed=3)
+    labels = np.zeros_like(ph.labels)
+    labels[1] = ph.labels[1]
+    seen, result = drive(
+        segment_job(
+            str(quick_backbone),
+            [(ph.image, ph.spacing, labels)],
+            (ph.image, ph.spacing),
+            {"probe_steps": 5},
+            device="cpu",
+        )
+    )
+    assert [p.stage for p in seen][-1] == "predict" and "probe" in {p.stage for p in seen}
+    assert not result.cancelled and result.trained
+    assert result.prediction.labels.shape == ph.image.shape
+
+    # predict only, on a 4D image: frame by frame equals one whole-volume call
+    cine = make_phantom(n_slices=3, size=(64, 64), n_frames=3, seed=6)
+    seen, again = drive(
+        segment_job(result.segmenter, [], (cine.image, cine.spacing), None, "cpu", train=False)
+    )
+    assert [p.step for p in seen] == [1, 2, 3] and not again.trained
+    whole = predict_volume(result.segmenter, cine.image, cine.spacing, device="cpu")
+    np.testing.assert_array_equal(again.prediction.labels, whole.labels)
+    assert again.prediction.probabilities.shape == whole.probabilities.shape
+
+    with pytest.raises(ValueError, match="not a trained segmenter"):
+        drive(segment_job(str(quick_backbone), [], (ph.image, ph.spacing), train=False))
+
+
+def test_segment_job_stops_between_steps(quick_backbone):
+    ph = make_phantom(n_slices=4, size=(64, 64), seed=3)
+    labels = np.zeros_like(ph.labels)
+    labels[2] = ph.labels[2]
+    stop = StopAt(lambda p: p.stage == "probe" and p.step >= 2)
+    seen, result = drive(
+        segment_job(
+            str(quick_backbone),
+            [(ph.image, ph.spacing, labels)],
+            (ph.image, ph.spacing),
+            {"probe_steps": 1000},
+            device="cpu",
+            should_stop=stop.check,
+        ),
+        stop,
+    )
+    assert result.cancelled and result.prediction is None
+    assert seen[-1].stage == "probe" and seen[-1].step == 2

@@ -1,0 +1,137 @@
+"""Pretraining engine: trajectory-exact resume, cancel, checkpoints, init, DDP."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from napari_pix2rep.checkpoint import load_model_file
+from napari_pix2rep.phantom import make_phantom, write_phantom_dataset
+from napari_pix2rep.preprocess import PreprocessConfig
+from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
+from napari_pix2rep.slices import SliceBank
+
+
+@pytest.fixture(scope="module")
+def bank():
+    vols = [make_phantom(n_slices=4, size=(64, 64), seed=s) for s in range(2)]
+    return SliceBank.from_arrays([(v.image, v.spacing) for v in vols], PreprocessConfig())
+
+
+def _cfg(**kw):
+    base = dict(preset="tiny", steps=6, batch_size=4, crop=32, checkpoint_every=3, n_pixels=64)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+@pytest.mark.parametrize("loss", ["infonce", "barlow"])
+def test_resume_continues_the_same_trajectory(bank, tmp_path, loss):
+    straight = Pretrainer(bank, _cfg(loss=loss), out=tmp_path / "a.pt", device="cpu")
+    straight.run()
+    reference = straight.loss_history
+
+    first = Pretrainer(bank, _cfg(loss=loss), out=tmp_path / "b.pt", device="cpu")
+    first.run(should_stop=lambda: first.step >= 3)
+    assert load_model_file(tmp_path / "b.pt")["meta"]["steps"] == 3
+
+    resumed = Pretrainer(
+        bank, _cfg(loss=loss), out=tmp_path / "b.pt", device="cpu", resume=tmp_path / "b.pt"
+    )
+    assert resumed.step == 3
+    resumed.run()
+    assert resumed.loss_history[:3] == reference[:3]
+    torch.testing.assert_close(
+        torch.tensor(resumed.loss_history[3:]), torch.tensor(reference[3:]), rtol=1e-5, atol=1e-6
+    )
+    a = straight.backbone.state_dict()
+    b = resumed.backbone.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_loss_falls_and_checkpoint_reloads_with_weights_only(bank, tmp_path):
+    t = Pretrainer(bank, _cfg(steps=40, checkpoint_every=20), out=tmp_path / "m.pt", device="cpu")
+    t.run()
+    h = t.loss_history
+    assert sum(h[-10:]) / 10 < sum(h[:10]) / 10
+    obj = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert obj["format"] == "napari-pix2rep/backbone" and obj["meta"]["steps"] == 40
+    assert len(obj["meta"]["loss_history"]) == 40
+
+
+def test_a_failing_step_keeps_the_last_checkpoint(bank, tmp_path, monkeypatch):
+    out = tmp_path / "m.pt"
+    t = Pretrainer(bank, _cfg(steps=10), out=out, device="cpu")
+    real = t._train_step
+
+    def flaky():
+        if t.step == 4:
+            raise FloatingPointError("boom")
+        return real()
+
+    monkeypatch.setattr(t, "_train_step", flaky)
+    with pytest.raises(FloatingPointError):
+        t.run()
+    assert load_model_file(out)["meta"]["steps"] == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_init_starts_from_the_given_weights(bank, tmp_path):
+    src = Pretrainer(bank, _cfg(steps=2), out=tmp_path / "src.pt", device="cpu")
+    src.run()
+    t = Pretrainer(bank, _cfg(steps=1, seed=5), device="cpu", init=tmp_path / "src.pt")
+    for k, v in src.backbone.state_dict().items():
+        torch.testing.assert_close(t.backbone.state_dict()[k], v)
+    assert t.step == 0
+
+
+def test_resume_needs_training_state(bank, tmp_path):
+    from napari_pix2rep.checkpoint import ModelFileError, atomic_torch_save
+
+    t = Pretrainer(bank, _cfg(steps=1), device="cpu")
+    state = t.state_dict()
+    del state["resume"]
+    atomic_torch_save(state, tmp_path / "shipped.pt")
+    with pytest.raises(ModelFileError, match="no training state"):
+        Pretrainer(bank, _cfg(), device="cpu", resume=tmp_path / "shipped.pt")
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path):
+    data = tmp_path / "data"
+    write_phantom_dataset(data, n_cases=2, n_slices=4, size=(64, 64), n_frames=4)
+    out = tmp_path / "ddp.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "napari_pix2rep.cli",
+        "pretrain",
+        str(data),
+        "--exclude",
+        "*_gt*",
+        "--preset",
+        "tiny",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "x2, effective batch 4 (2 x 2)" in run.stdout
+    obj = load_model_file(out)
+    assert obj["meta"]["world_size"] == 2 and obj["meta"]["effective_batch"] == 4
+    data_states = obj["resume"]["rng"]["data"]
+    assert len(data_states) == 2 and not torch.equal(data_states[0], data_states[1])

@@ -1,0 +1,153 @@
+"""Linear probe, fine-tuning, local contrastive stage and segmenter files."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pix2rep.annotations import AnnotationError
+from napari_pix2rep.checkpoint import ModelFileError, atomic_torch_save
+from napari_pix2rep.metrics import dice_per_class
+from napari_pix2rep.predict import predict_volume
+from napari_pix2rep.segment import Segmenter, TrainConfig, load_backbone, train_segmenter
+
+
+def _two_slices(labels, slices=(2, 5)):
+    out = np.zeros_like(labels)
+    for s in slices:
+        out[s] = labels[s]
+    return out
+
+
+def _train(backbone_file, phantom, **cfg):
+    backbone, pre, _ = load_backbone(backbone_file)
+    labels = _two_slices(phantom.labels)
+    return train_segmenter(
+        backbone,
+        pre,
+        [(phantom.image, phantom.spacing)],
+        [labels],
+        TrainConfig(**cfg),
+        device="cpu",
+    )
+
+
+def test_linear_probe_segments_the_unannotated_slices(tiny_backbone_file, phantom3d):
+    progress = []
+    backbone, pre, _ = load_backbone(tiny_backbone_file)
+    seg = train_segmenter(
+        backbone,
+        pre,
+        [(phantom3d.image, phantom3d.spacing)],
+        [_two_slices(phantom3d.labels)],
+        TrainConfig(mode="linear"),
+        device="cpu",
+        progress=progress.append,
+    )
+    assert progress[-1].stage == "probe" and progress[-1].step == progress[-1].total
+    pred = predict_volume(seg, phantom3d.image, phantom3d.spacing, device="cpu")
+    d = dice_per_class(pred.labels, phantom3d.labels, [1, 2, 3])
+    assert d[3] > 0.7, d  # LV blood pool: a broken pipeline lands near 0
+    assert np.nanmean(list(d.values())) > 0.5, d
+    # the backbone is left untouched by probing
+    for k, v in backbone.state_dict().items():
+        torch.testing.assert_close(seg.backbone.state_dict()[k], v)
+
+
+def test_fine_tune_with_held_out_slices_and_local_contrast(tiny_backbone_file, phantom3d):
+    backbone, pre, _ = load_backbone(tiny_backbone_file)
+    labels = phantom3d.labels.copy()  # every slice annotated: enough for a held-out split
+    stages = set()
+    seg = train_segmenter(
+        backbone,
+        pre,
+        [(phantom3d.image, phantom3d.spacing)],
+        [labels],
+        TrainConfig(
+            mode="finetune",
+            ft_steps=20,
+            eval_every=5,
+            crop=64,
+            batch_size=4,
+            probe_steps=50,
+            local_contrast_steps=3,
+        ),
+        device="cpu",
+        progress=lambda p: stages.add(p.stage),
+    )
+    assert {"local-contrast", "probe", "finetune"} <= stages
+    assert 0.0 <= seg.meta["heldout_dice"] <= 1.0
+    changed = any(
+        not torch.equal(seg.backbone.state_dict()[k], v)
+        for k, v in backbone.state_dict().items()
+        if v.is_floating_point()
+    )
+    assert changed
+
+
+def test_segmenter_file_round_trip(tiny_backbone_file, phantom3d, tmp_path):
+    seg = _train(tiny_backbone_file, phantom3d, probe_steps=20)
+    seg.save(tmp_path / "seg.pt")
+    obj = torch.load(tmp_path / "seg.pt", weights_only=True)
+    assert obj["format"] == "napari-pix2rep/segmenter" and obj["classes"][3] == "LV"
+    again = Segmenter.from_file(tmp_path / "seg.pt")
+    x = torch.randn(1, 1, 32, 32)
+    torch.testing.assert_close(again.eval()(x), seg.eval()(x))
+
+
+def test_backbone_file_where_a_segmenter_is_expected(tiny_backbone_file):
+    with pytest.raises(ModelFileError, match="pretrained backbone, not a segmenter"):
+        Segmenter.from_file(tiny_backbone_file)
+
+
+def test_segmenter_file_where_a_backbone_is_expected_uses_its_backbone(
+    tiny_backbone_file, phantom3d, tmp_path
+):
+    seg = _train(tiny_backbone_file, phantom3d, probe_steps=5)
+    seg.save(tmp_path / "seg.pt")
+    backbone, _, _ = load_backbone(tmp_path / "seg.pt")
+    assert backbone.config == seg.backbone.config
+
+
+def test_checkpoint_of_another_architecture(tiny_backbone_file, tmp_path):
+    obj = torch.load(tiny_backbone_file, weights_only=True)
+    obj["arch"]["out_channels"] = 32
+    atomic_torch_save(obj, tmp_path / "other.pt")
+    with pytest.raises(ModelFileError, match="different architecture"):
+        load_backbone(tmp_path / "other.pt")
+
+
+def test_not_a_model_file(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ModelFileError, match="not a napari-pix2rep model file"):
+        load_backbone(tmp_path / "junk.pt")
+    atomic_torch_save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(ModelFileError, match="not a napari-pix2rep model file"):
+        load_backbone(tmp_path / "foreign.pt")
+
+
+def test_pickled_objects_are_never_unpickled(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save(
+        {"format": "napari-pix2rep/backbone", "x": Evil()},
+        tmp_path / "evil.pt",
+        pickle_module=pickle,
+    )
+    with pytest.raises(ModelFileError, match="not a napari-pix2rep model file or is corrupt"):
+        load_backbone(tmp_path / "evil.pt")
+
+
+def test_annotation_errors_surface(tiny_backbone_file, phantom3d):
+    backbone, pre, _ = load_backbone(tiny_backbone_file)
+    with pytest.raises(AnnotationError, match="No annotated slice"):
+        train_segmenter(
+            backbone,
+            pre,
+            [(phantom3d.image, phantom3d.spacing)],
+            [np.zeros_like(phantom3d.labels)],
+            device="cpu",
+        )
