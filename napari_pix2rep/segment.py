@@ -80,7 +80,7 @@ class TrainConfig:
     lr_backbone: float = 5e-5
     lr_head: float = 1e-2
     batch_size: int = 8
-    crop: int = 160
+    crop: int = 128  # fine-tuning window (model-grid pixels); smaller images use their size
     freeze_bn: bool = True
     min_slices_for_val: int = 6
     val_fraction: float = 0.2
@@ -327,7 +327,11 @@ def fit_linear_probe_iter(
 def _crop_batch(
     slices: Sequence[TrainingSlice], crop: int, n: int, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random crops (image ``(n, 1, c, c)``, target ``(n, c, c)``) of random slices."""
+    """``n`` random crops (image ``(n, 1, c, c)``, target ``(n, c, c)``) of random slices.
+
+    ``c`` is ``crop`` or, when every slice is smaller, the largest slice side.
+    """
+    crop = min(crop, max(max(s.x.shape[-2:]) for s in slices))
     xs, ts = [], []
     for i in torch.randint(len(slices), (n,), generator=gen).tolist():
         s = slices[i]

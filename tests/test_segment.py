@@ -7,7 +7,9 @@ import torch
 from napari_pix2rep.annotations import AnnotationError
 from napari_pix2rep.checkpoint import ModelFileError, atomic_torch_save
 from napari_pix2rep.metrics import dice_per_class
+from napari_pix2rep.nets.unet import UNet, preset
 from napari_pix2rep.predict import predict_volume
+from napari_pix2rep.preprocess import PreprocessConfig
 from napari_pix2rep.segment import Segmenter, TrainConfig, load_backbone, train_segmenter
 
 
@@ -31,24 +33,35 @@ def _train(backbone_file, phantom, **cfg):
     )
 
 
-def test_linear_probe_segments_the_unannotated_slices(tiny_backbone_file, phantom3d):
+def test_linear_probe_segments_the_unannotated_slices(phantom3d):
+    """Probe pipeline on an image whose intensity codes the class (anisotropic pixels).
+
+    Even random tiny features separate such classes linearly (measured: Dice 0.72-0.89
+    over seeds), so this checks the pipeline itself: features and targets aligned through
+    normalisation, resampling, padding and back; a shifted, transposed or flipped map
+    lands far below.
+    """
+    rng = np.random.default_rng(0)
+    image = np.array([0.0, 3.0, 1.0, 2.0], np.float32)[phantom3d.labels]
+    image += rng.normal(0, 0.1, image.shape).astype(np.float32)
+    spacing = (10.0, 1.2, 1.7)
+    torch.manual_seed(0)
+    backbone = UNet(preset("tiny"))
     progress = []
-    backbone, pre, _ = load_backbone(tiny_backbone_file)
     seg = train_segmenter(
         backbone,
-        pre,
-        [(phantom3d.image, phantom3d.spacing)],
+        PreprocessConfig(),
+        [(image, spacing)],
         [_two_slices(phantom3d.labels)],
         TrainConfig(mode="linear"),
         device="cpu",
         progress=progress.append,
     )
     assert progress[-1].stage == "probe" and progress[-1].step == progress[-1].total
-    pred = predict_volume(seg, phantom3d.image, phantom3d.spacing, device="cpu")
+    pred = predict_volume(seg, image, spacing, device="cpu")
     d = dice_per_class(pred.labels, phantom3d.labels, [1, 2, 3])
-    assert d[3] > 0.7, d  # LV blood pool: a broken pipeline lands near 0
-    assert np.nanmean(list(d.values())) > 0.5, d
-    # the backbone is left untouched by probing
+    assert min(d.values()) > 0.6, d
+    # probing leaves the backbone untouched
     for k, v in backbone.state_dict().items():
         torch.testing.assert_close(seg.backbone.state_dict()[k], v)
 
