@@ -40,7 +40,7 @@ from .checkpoint import (
 )
 from .device import release_memory, resolve_device
 from .losses.local_supcon import local_supcon_loss
-from .losses.segmentation import balanced_class_weights, dice_ce_loss
+from .losses.segmentation import balanced_class_weights, dice_ce_loss, weights_from_counts
 from .nets.heads import LinearHead
 from .nets.unet import UNet
 from .preprocess import PreparedSlices, PreprocessConfig, prepare_volume, resample, unpad
@@ -74,7 +74,8 @@ class TrainConfig:
     # linear probe
     probe_steps: int = 300
     probe_lr: float = 1e-2
-    probe_max_pixels: int = 400_000
+    probe_max_pixels: int = 100_000
+    probe_balance: float = 0.5  # class weights ~ frequency ** -probe_balance
     # fine-tuning
     ft_steps: int = 300
     lr_backbone: float = 5e-5
@@ -240,47 +241,47 @@ def training_slices(
 
 # -- linear probe ------------------------------------------------------------------------
 @torch.no_grad()
-def _native_features(
-    backbone: UNet, slices: Sequence[TrainingSlice], device: torch.device, batch_size: int = 8
-) -> list[torch.Tensor]:
-    """Backbone features of each slice on its native grid: ``(D, H, W)`` each, on CPU."""
-    backbone.eval()
-    feats = []
-    for i in range(0, len(slices), batch_size):
-        chunk = slices[i : i + batch_size]
-        groups: dict[tuple, list[int]] = {}
-        for j, s in enumerate(chunk):
-            groups.setdefault(tuple(s.x.shape), []).append(j)
-        out: list[torch.Tensor | None] = [None] * len(chunk)
-        for idx in groups.values():
-            x = torch.stack([chunk[j].x for j in idx]).to(device)
-            f = backbone(x.contiguous(memory_format=torch.channels_last)).float()
-            for j, fj in zip(idx, f):
-                s = chunk[j]
-                fj = unpad(fj[None], s.prepared.pads)
-                out[j] = resample(fj, tuple(s.target_native.shape))[0].cpu()
-        feats.extend(out)
-    return feats
-
-
-def _probe_matrix(
-    feats: Sequence[torch.Tensor],
+def probe_samples(
+    backbone: UNet,
     slices: Sequence[TrainingSlice],
+    device: torch.device,
+    n_classes: int,
     max_pixels: int,
     gen: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labelled pixels as ``X (P, D)`` and ``y (P,)``, subsampled to ``max_pixels``."""
+    batch_size: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features of labelled pixels on the native grid, class-stratified subsample.
+
+    Returns ``X (P, D)``, ``y (P,)`` and ``w (P,)``: each class keeps at most
+    ``max_pixels / K`` pixels at random and ``w`` is the inverse of its keep rate, so
+    weighted sums over the sample estimate sums over all labelled pixels. Features are
+    computed slice batch by slice batch and resampled to each slice's native grid (a
+    1x1 conv commutes with bilinear resampling), never all held at once.
+    """
+    backbone.eval()
+    k = n_classes
+    counts = sum(
+        torch.bincount(s.target_native[s.target_native >= 0].flatten(), minlength=k).float()
+        for s in slices
+    )
+    rate = (max_pixels / k / counts.clamp_min(1)).clamp(max=1.0)
     xs, ys = [], []
-    for f, s in zip(feats, slices):
-        t = s.target_native.flatten()
-        keep = t != IGNORE
-        xs.append(f.flatten(1).T[keep])
-        ys.append(t[keep])
-    x, y = torch.cat(xs), torch.cat(ys)
-    if x.shape[0] > max_pixels:
-        pick = torch.randperm(x.shape[0], generator=gen)[:max_pixels]
-        x, y = x[pick], y[pick]
-    return x, y
+    for i in range(0, len(slices), batch_size):
+        chunk = slices[i : i + batch_size]
+        groups: dict[tuple, list[TrainingSlice]] = {}
+        for s in chunk:
+            groups.setdefault(tuple(s.x.shape), []).append(s)
+        for group in groups.values():
+            x = torch.stack([s.x for s in group]).to(device)
+            feats = backbone(x.contiguous(memory_format=torch.channels_last)).float()
+            for f, s in zip(feats, group):
+                t = s.target_native.flatten()
+                keep = (t >= 0) & (torch.rand(t.shape, generator=gen) < rate[t.clamp_min(0)])
+                native = resample(unpad(f[None], s.prepared.pads), tuple(s.target_native.shape))
+                xs.append(native[0].flatten(1).T[keep.to(native.device)].cpu())
+                ys.append(t[keep])
+    y = torch.cat(ys)
+    return torch.cat(xs), y, 1.0 / rate[y]
 
 
 def fit_linear_probe_iter(
@@ -291,35 +292,37 @@ def fit_linear_probe_iter(
 ) -> Generator[Progress, None, None]:
     """Fit ``segmenter.head`` on frozen features of the annotated slices (in place).
 
-    Features are computed once, moved to each slice's native grid (a 1x1 conv commutes
-    with bilinear resampling) and standardised; Adam then fits the head with Dice + CE
-    on all labelled pixels (up to ``probe_max_pixels``), and the standardisation is
-    folded back into the 1x1 conv.
+    Features of a class-stratified sample of the labelled pixels (:func:`probe_samples`)
+    are standardised; full-batch Adam fits a linear layer with Dice + cross-entropy
+    (sample-weighted, so it is the loss over all labelled pixels, classes balanced by
+    ``frequency ** -probe_balance``), and the standardisation is folded back into the
+    1x1 conv.
     """
     yield Progress("features", 0, len(slices), message="Computing features")
-    feats = _native_features(segmenter.backbone, slices, device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    x, y = _probe_matrix(feats, slices, cfg.probe_max_pixels, gen)
-    del feats
-    x, y = x.to(device), y.to(device)
+    x, y, w = probe_samples(
+        segmenter.backbone, slices, device, segmenter.n_classes, cfg.probe_max_pixels, gen
+    )
+    x, y, w = x.to(device), y.to(device), w.to(device)
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     x = (x - mean) / std
     k = segmenter.n_classes
     lin = nn.Linear(x.shape[1], k).to(device)
     nn.init.zeros_(lin.weight)
     nn.init.zeros_(lin.bias)
-    weights = balanced_class_weights(y, k)
+    counts = torch.zeros(k, device=device).index_add_(0, y, w)
+    weights = weights_from_counts(counts, cfg.probe_balance)
     opt = torch.optim.Adam(lin.parameters(), lr=cfg.probe_lr)
     for step in range(cfg.probe_steps):
-        loss = dice_ce_loss(lin(x), y, weights)
+        loss = dice_ce_loss(lin(x), y, weights, pixel_weights=w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         yield Progress("probe", step + 1, cfg.probe_steps, loss.item())
     with torch.no_grad():
-        w = lin.weight / std  # (K, D)
-        b = lin.bias - (w * mean).sum(1)
-        segmenter.head.conv.weight.copy_(w[:, :, None, None])
+        wt = lin.weight / std  # (K, D)
+        b = lin.bias - (wt * mean).sum(1)
+        segmenter.head.conv.weight.copy_(wt[:, :, None, None])
         segmenter.head.conv.bias.copy_(b)
 
 

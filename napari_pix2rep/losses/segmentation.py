@@ -8,7 +8,9 @@ with p = softmax(logits) and y the one-hot target over the labelled pixels,
 
 the Dice being computed over the whole batch ("batch Dice", stable with few slices) and
 averaged over the classes present in the target (Milletari et al., 2016). Class weights
-``w`` (K,) balance the cross-entropy, e.g. :func:`balanced_class_weights`.
+``w`` (K,) balance the cross-entropy, e.g. :func:`balanced_class_weights`. Optional
+per-pixel weights ``(N, *)`` (e.g. inverse sampling rates when the pixels are a
+subsample) weight every sum, so a subsample estimates the loss of all pixels.
 """
 
 from __future__ import annotations
@@ -19,13 +21,21 @@ from torch.nn import functional as F
 IGNORE = -1
 
 
+def class_counts(target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Labelled pixels of each class: ``(K,)`` float."""
+    return torch.bincount(target[target != IGNORE].flatten(), minlength=n_classes).float()
+
+
 def balanced_class_weights(target: torch.Tensor, n_classes: int, power: float = 0.5):
     """``(K,)`` weights proportional to ``frequency ** -power`` over labelled pixels, mean 1.
 
-    Absent classes get weight 0.
+    Absent classes get weight 0; ``power`` 0 means no balancing.
     """
-    t = target[target != IGNORE]
-    counts = torch.bincount(t.flatten(), minlength=n_classes).float()
+    return weights_from_counts(class_counts(target, n_classes), power)
+
+
+def weights_from_counts(counts: torch.Tensor, power: float = 0.5) -> torch.Tensor:
+    """:func:`balanced_class_weights` from class counts ``(K,)``."""
     w = torch.where(counts > 0, counts.clamp_min(1).pow(-power), torch.zeros_like(counts))
     return w * (counts > 0).sum() / w.sum().clamp_min(1e-12)
 
@@ -37,20 +47,28 @@ def dice_ce_loss(
     dice_weight: float = 1.0,
     ce_weight: float = 1.0,
     eps: float = 1.0,
+    pixel_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Soft Dice + cross-entropy of ``logits (N, K, *)`` against ``target (N, *)`` -> scalar."""
     k = logits.shape[1]
-    logits = logits.float()
-    flat = logits.movedim(1, -1).reshape(-1, k)
+    flat = logits.float().movedim(1, -1).reshape(-1, k)
     t = target.reshape(-1)
+    pw = None if pixel_weights is None else pixel_weights.reshape(-1).float()
     keep = t != IGNORE
-    flat, t = flat[keep], t[keep]
+    if not bool(keep.all()):
+        flat, t = flat[keep], t[keep]
+        pw = None if pw is None else pw[keep]
     if t.numel() == 0:
         raise ValueError("No labelled pixels in the batch.")
-    ce = F.cross_entropy(flat, t, weight=class_weights)
-    p = flat.softmax(dim=1)
-    y = F.one_hot(t, k).float()
-    inter = (p * y).sum(0)
-    dice = (2 * inter + eps) / (p.sum(0) + y.sum(0) + eps)
-    present = y.sum(0) > 0
+    if pw is None:
+        pw = torch.ones_like(t, dtype=flat.dtype)
+    cw = pw if class_weights is None else pw * class_weights[t]
+    logp = flat.log_softmax(dim=1)
+    ce = -(logp.gather(1, t[:, None])[:, 0] * cw).sum() / cw.sum()
+    w = pw[:, None]
+    prob, onehot = logp.exp(), F.one_hot(t, k).to(flat.dtype)
+    inter = (w * prob * onehot).sum(0)
+    ysum = (w * onehot).sum(0)
+    dice = (2 * inter + eps) / ((w * prob).sum(0) + ysum + eps)
+    present = ysum > 0
     return ce_weight * ce + dice_weight * (1 - dice[present].mean())
