@@ -29,18 +29,22 @@ def _fmt_time(seconds: float) -> str:
 
 
 class _StopFlag:
-    """First Ctrl-C asks the loop to stop at the next step boundary; the second aborts."""
+    """Ctrl-C (or SIGTERM) asks the loop to stop at the next step boundary; a second
+    Ctrl-C aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self) -> _StopFlag:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
     def _handle(self, signum, frame) -> None:
         if self.requested:

@@ -1,0 +1,81 @@
+"""few-slice-acdc (DESIGN.md): per held-out patient, 2 annotated ED slices -> the rest.
+
+For each validation patient (number a multiple of 5) the truth of two ED slices (the
+LV-containing slices at positions round(n/3) and round(2n/3)) trains a segmenter; it
+then segments the other ED slices and the whole ES volume (DICE on everything not
+given). The clinician's loop in the dock, measured.
+
+    python benchmarks/few_slice.py --data ../shared/data/acdc [--modes linear,finetune]
+"""
+
+from __future__ import annotations
+
+from common import (
+    CLASS_NAMES,
+    load_cases,
+    load_split,
+    mean_spread,
+    parser,
+    pix2rep_backbone,
+    random_backbone,
+    table,
+    train_configs,
+    write_results,
+)
+
+from napari_pix2rep.protocols import few_slice, summarise
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n")[0])
+    p.add_argument("--modes", default="linear,finetune")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="Also a linear probe on a randomly initialised backbone.",
+    )
+    p.add_argument("--cleanup", action="store_true", help="Largest-component clean-up.")
+    args = p.parse_args()
+    backbone, pre, model_name = pix2rep_backbone(args)
+    _, val_cases = load_split(args.data, args.quick)
+    val = load_cases(val_cases)
+    recipes = train_configs(args.quick)
+    runs = {}
+    todo = [(f"pix2rep-{m}", backbone, recipes[m]) for m in args.modes.split(",")]
+    if args.baseline:
+        todo.append(("random-linear", random_backbone(backbone, args.seed), recipes["linear"]))
+    for name, net, recipe in todo:
+        rows = few_slice(
+            net,
+            pre,
+            val,
+            recipe,
+            args.device,
+            cleanup=args.cleanup,
+            progress=lambda m, n=name: print(f"{n} {m}", flush=True),
+        )
+        runs[name] = rows
+    header = ["method", "phase", *CLASS_NAMES, "mean", "train s / patient"]
+    lines = []
+    for name, rows in runs.items():
+        for phase in ("ED", "ES", "both"):
+            mine = [r for r in rows if phase == "both" or r["phase"] == phase]
+            s = summarise(mine)
+            per = sum(r["train_s"] for r in mine if r["phase"] == "ED") / max(1, len(val))
+            lines.append(
+                [name, phase, *(f"{s[k]:.3f}" for k in (*CLASS_NAMES, "mean")), f"{per:.1f}"]
+            )
+    spread = {n: mean_spread([r["mean"] for r in rows]) for n, rows in runs.items()}
+    md = (
+        f"few-slice-acdc on {len(val)} validation patients, backbone `{model_name}`: "
+        "2 given ED slices per patient, DICE on the other ED slices and all of ES.\n\n"
+        + table(header, lines)
+        + "\n\nper-volume mean DICE, mean ± std over volumes: "
+        + ", ".join(f"{n} {v}" for n, v in spread.items())
+        + "\n"
+    )
+    write_results(args.out, "few_slice", {"model": model_name, "runs": runs}, md)
+
+
+if __name__ == "__main__":
+    main()

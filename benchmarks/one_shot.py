@@ -1,0 +1,135 @@
+"""one-shot-acdc (DESIGN.md): segment held-out patients from 1, 2 or 5 labelled ones.
+
+Methods, all trained on the same labelled patients (ED + ES, every slice):
+
+* ``pix2rep-linear``  linear probe on the Pix2Rep backbone (frozen);
+* ``pix2rep-finetune`` the whole network fine-tuned from it;
+* ``scratch``          the same U-Net trained from a random initialisation;
+* ``random-linear``    a linear probe on a randomly initialised backbone;
+* ``simclr-linear`` / ``simclr-finetune`` from an image-level SimCLR backbone
+  (``--simclr``, METHOD.md section 3), when given.
+
+Validation: ACDC training patients whose number is a multiple of 5 (ED and ES, 3D
+DICE per volume, native grid). Labels are drawn from the other patients, one pathology
+group per drawn patient.
+
+    python benchmarks/one_shot.py --data ../shared/data/acdc [--simclr runs/simclr.pt]
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from common import (
+    CLASS_NAMES,
+    draw_label_sets,
+    load_cases,
+    load_split,
+    mean_spread,
+    parser,
+    pix2rep_backbone,
+    random_backbone,
+    table,
+    train_configs,
+    write_results,
+)
+
+from napari_pix2rep.protocols import evaluate, summarise, train_on_cases
+from napari_pix2rep.segment import load_backbone
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n")[0])
+    p.add_argument("--simclr", default=None, help="SimCLR baseline backbone file.")
+    p.add_argument("--budgets", default="1,2,5", help="Labelled patients per draw.")
+    p.add_argument("--draws", default="3,2,1", help="Draws for each budget.")
+    p.add_argument("--methods", default="pix2rep-linear,pix2rep-finetune,scratch,random-linear")
+    p.add_argument("--cleanup", action="store_true", help="Largest-component clean-up.")
+    args = p.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    draws = [int(d) for d in args.draws.split(",")]
+    methods = args.methods.split(",")
+    if args.quick:
+        budgets, draws = budgets[:1], [1]
+    if args.simclr:
+        methods += ["simclr-linear", "simclr-finetune"]
+
+    backbone, pre, model_name = pix2rep_backbone(args)
+    sources = {"pix2rep": (backbone, pre), "random": (random_backbone(backbone, args.seed), pre)}
+    if args.simclr:
+        net, spre, _ = load_backbone(args.simclr)
+        sources["simclr"] = (net, spre)
+    recipes = train_configs(args.quick)
+    pool, val_cases = load_split(args.data, args.quick)
+    val = load_cases(val_cases)
+    runs = []
+    for budget, n_draws in zip(budgets, draws):
+        for d, label_cases in enumerate(draw_label_sets(pool, budget, n_draws, args.seed)):
+            labelled = load_cases(label_cases)
+            for method in methods:
+                if method == "scratch":
+                    source, recipe = sources["random"], recipes["scratch"]
+                else:
+                    name, mode = method.split("-")
+                    source, recipe = sources[name], recipes[mode]
+                recipe.seed = args.seed + d
+                t0 = time.perf_counter()
+                seg, train_s = train_on_cases(*source, labelled, recipe, args.device)
+                rows = evaluate(seg, val, args.device, cleanup=args.cleanup)
+                s = summarise(rows)
+                runs.append(
+                    {
+                        "method": method,
+                        "budget": budget,
+                        "draw": d,
+                        "labelled": [c.id for c in label_cases],
+                        "train_s": train_s,
+                        "total_s": time.perf_counter() - t0,
+                        "summary": s,
+                        "rows": rows,
+                    }
+                )
+                print(
+                    f"{method:17s} budget {budget} draw {d} {[c.id for c in label_cases]}: "
+                    f"mean {s['mean']:.3f} (train {train_s:.0f} s)",
+                    flush=True,
+                )
+
+    header = ["method", "labelled patients", "draws", *CLASS_NAMES, "mean"]
+    lines = []
+    for budget in budgets:
+        for method in methods:
+            mine = [r for r in runs if r["method"] == method and r["budget"] == budget]
+            if not mine:
+                continue
+            cells = [mean_spread([r["summary"][k] for r in mine]) for k in (*CLASS_NAMES, "mean")]
+            lines.append([method, str(budget), str(len(mine)), *cells])
+    md = (
+        f"one-shot-acdc on {len(val)} validation patients (ED + ES), backbone "
+        f"`{model_name}`; mean ± spread (std) over draws.\n\n" + table(header, lines)
+    )
+    gaps = []
+    for budget in budgets:
+        pick = {
+            m: [r["summary"]["mean"] for r in runs if r["method"] == m and r["budget"] == budget]
+            for m in methods
+        }
+        if pick.get("scratch"):
+            for m in ("pix2rep-linear", "pix2rep-finetune"):
+                if pick.get(m):
+                    gaps.append(
+                        f"{m} - scratch, {budget} patient(s): "
+                        f"{np.mean(pick[m]) - np.mean(pick['scratch']):+.3f}"
+                    )
+    md += "\n\n" + "\n".join(f"- {g}" for g in gaps) + "\n"
+    write_results(
+        args.out,
+        "one_shot",
+        {"model": model_name, "validation": [c.case.id for c in val], "runs": runs},
+        md,
+    )
+
+
+if __name__ == "__main__":
+    main()
