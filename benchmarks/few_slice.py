@@ -10,6 +10,8 @@ given). The clinician's loop in the dock, measured.
 
 from __future__ import annotations
 
+import argparse
+
 from common import (
     CLASS_NAMES,
     load_cases,
@@ -34,7 +36,12 @@ def main() -> None:
         action="store_true",
         help="Also a linear probe on a randomly initialised backbone.",
     )
-    p.add_argument("--cleanup", action="store_true", help="Largest-component clean-up.")
+    p.add_argument(
+        "--cleanup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Keep the heart's largest 3D components (the default).",
+    )
     args = p.parse_args()
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)

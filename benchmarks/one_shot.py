@@ -18,6 +18,7 @@ group per drawn patient.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -45,7 +46,12 @@ def main() -> None:
     p.add_argument("--budgets", default="1,2,5", help="Labelled patients per draw.")
     p.add_argument("--draws", default="3,2,1", help="Draws for each budget.")
     p.add_argument("--methods", default="pix2rep-linear,pix2rep-finetune,scratch,random-linear")
-    p.add_argument("--cleanup", action="store_true", help="Largest-component clean-up.")
+    p.add_argument(
+        "--cleanup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Keep the heart's largest 3D components (the default).",
+    )
     args = p.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     draws = [int(d) for d in args.draws.split(",")]

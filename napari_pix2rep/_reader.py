@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .nifti import Volume, is_nifti_path, nifti_stem, read_nifti, volume_metadata
+from .session import BASE_COLORS
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathLike = str | os.PathLike[str]
@@ -48,6 +49,8 @@ def layer_data(vol: Volume, *, labels: bool, name: str | None = None) -> LayerDa
         "metadata": volume_metadata(vol),
     }
     if labels:
+        if int(np.max(vol.data, initial=0)) < len(BASE_COLORS):  # the dock's class colours
+            kwargs["colormap"] = {**BASE_COLORS, None: (0.6, 0.6, 0.6, 1.0)}
         return (vol.data, kwargs, "labels")
     kwargs["colormap"] = "gray"
     kwargs["contrast_limits"] = contrast_limits(vol.data)

@@ -23,7 +23,7 @@ import numpy as np
 from .acdc import Case
 from .metrics import dice_per_class
 from .nifti import Volume
-from .predict import predict_volume
+from .predict import DEFAULT_CLEANUP, predict_volume
 from .segment import Segmenter, TrainConfig, train_segmenter
 
 CLASS_NAMES = ("RV", "MYO", "LV")
@@ -59,7 +59,7 @@ def evaluate(
     segmenter: Segmenter,
     cases: Sequence[LoadedCase],
     device: str = "auto",
-    cleanup: bool = False,
+    cleanup: bool = DEFAULT_CLEANUP,
 ) -> list[dict]:
     """Segment ED and ES of every case; one row per volume with its DICE."""
     rows = []
@@ -108,7 +108,7 @@ def few_slice(
     cases: Sequence[LoadedCase],
     cfg: TrainConfig,
     device: str = "auto",
-    cleanup: bool = False,
+    cleanup: bool = DEFAULT_CLEANUP,
     k: int = 2,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:

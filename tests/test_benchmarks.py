@@ -23,13 +23,20 @@ def dataset(tmp_path_factory):
 @pytest.mark.parametrize("script", ["one_shot.py", "few_slice.py"])
 def test_quick_mode_writes_tables(dataset, tmp_path, script):
     out = tmp_path / "results"
-    cmd = [sys.executable, str(BENCH / script), "--data", str(dataset), "--quick",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(BENCH / script),
+        "--data",
+        str(dataset),
+        "--quick",
+        "--out",
+        str(out),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     name = script.removesuffix(".py")
     payload = json.loads((out / f"{name}.json").read_text())
     assert payload["machine"] and payload["command"].startswith(script)
     table = (out / f"{name}.md").read_text()
-    assert "pix2rep-linear" in table and "| MYO |" not in table  # a real table, not a stub
-    assert "RV" in table and "mean" in table
+    rows = [line for line in table.splitlines() if line.startswith("| pix2rep-")]
+    assert rows and all(any(c.isdigit() for c in row) for row in rows), table

@@ -19,7 +19,9 @@ def random_segmenter():
 )
 def test_prediction_is_on_the_native_grid(random_segmenter, shape, spacing):
     img = np.random.default_rng(0).random(shape).astype(np.float32)
-    pred = predict_volume(random_segmenter, img, spacing, device="cpu", batch_size=2)
+    pred = predict_volume(
+        random_segmenter, img, spacing, device="cpu", batch_size=2, cleanup=False
+    )
     assert pred.labels.shape == shape and pred.labels.dtype == np.uint8
     assert pred.probabilities.shape == (4, *shape)
     np.testing.assert_allclose(pred.probabilities.astype(np.float32).sum(0), 1, atol=1e-2)

@@ -163,7 +163,7 @@ class SegmentPanel(QWidget):
         self.crop_spin = QSpinBox()
         self.crop_spin.setRange(32, 512)
         self.crop_spin.setSingleStep(16)
-        self.crop_spin.setValue(settings.get("segment/crop", 160))
+        self.crop_spin.setValue(settings.get("segment/crop", 128))
         self.crop_spin.setToolTip("Fine-tuning crop size in pixels (model grid)")
         self.uncertainty_check = QCheckBox("Show an uncertainty layer")
         self.uncertainty_check.setChecked(settings.get("segment/uncertainty", False))
