@@ -213,3 +213,80 @@ def test_errors_are_one_sentence_and_nonzero(case, tiny_backbone_file, capsys, a
     err = capsys.readouterr().err.strip()
     assert message in err and err.count("\n") == 0, err
     assert not (root / "s.pt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_pretraining_keeps_a_consistent_checkpoint(tmp_path, sig):
+    """Ctrl-C (or SIGTERM) stops at a step boundary, saves, exits 130; --resume goes on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import torch
+
+    from napari_pix2rep.phantom import write_phantom_dataset
+
+    write_phantom_dataset(tmp_path / "data", n_cases=1, n_slices=4, size=(64, 64), n_frames=4)
+    out = tmp_path / "bb.pt"
+    cmd = [
+        sys.executable,
+        "-u",
+        "-m",
+        "napari_pix2rep.cli",
+        "pretrain",
+        str(tmp_path / "data"),
+        "--exclude",
+        "*_gt*",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--steps",
+        "100000",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--log-every",
+        "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    for line in proc.stdout:
+        if line.startswith("step 3/"):
+            break
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err
+    obj = torch.load(out, weights_only=True)
+    steps = obj["meta"]["steps"]
+    assert steps >= 3 and len(obj["meta"]["loss_history"]) == steps
+    assert (
+        main(
+            [
+                "pretrain",
+                str(tmp_path / "data"),
+                "--exclude",
+                "*_gt*",
+                "--preset",
+                "tiny",
+                "--batch-size",
+                "2",
+                "--steps",
+                str(steps + 1),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--resume",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert torch.load(out, weights_only=True)["meta"]["steps"] == steps + 1
