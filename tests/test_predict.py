@@ -47,8 +47,11 @@ def test_prediction_ignores_other_slices(random_segmenter):
 def test_largest_component_per_class_and_frame():
     lab = np.zeros((2, 3, 10, 10), np.uint8)
     lab[:, 1, 1:5, 1:5] = 3
+    lab[:, 1, 1:5, 5] = 2  # myocardium touching the blood pool: part of the heart
     lab[:, 1, 8, 8] = 3  # a stray voxel
-    lab[0, 2, 0, 9] = 1
+    lab[0, 2, 0, 9] = 1  # a blob of another class far from the heart
     out = largest_component(lab, 4)
     assert out[:, 1, 8, 8].tolist() == [0, 0]
-    assert (out[:, 1, 1:5, 1:5] == 3).all() and out[0, 2, 0, 9] == 1
+    assert (out[:, 1, 1:5, 1:5] == 3).all() and (out[:, 1, 1:5, 5] == 2).all()
+    assert out[0, 2, 0, 9] == 0
+    assert (out[1] == out[0]).all()
