@@ -144,6 +144,17 @@ def half_state_dict(state: dict) -> dict:
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
+def shipped_copy(obj: dict, half: bool = True) -> dict:
+    """A backbone file for users: no optimiser/RNG ``resume`` state, fp16 weights if ``half``.
+
+    Loading casts the weights back to float32 (:func:`build_backbone`).
+    """
+    out = {k: v for k, v in obj.items() if k != "resume"}
+    out["state_dict"] = half_state_dict(obj["state_dict"]) if half else dict(obj["state_dict"])
+    out["meta"] = {**obj.get("meta", {}), "weights_dtype": "float16" if half else "float32"}
+    return out
+
+
 def library_versions() -> dict:
     import numpy
 

@@ -7,7 +7,13 @@ import sys
 import pytest
 import torch
 
-from napari_pix2rep.checkpoint import load_model_file
+from napari_pix2rep.checkpoint import (
+    atomic_torch_save,
+    build_backbone,
+    default_backbone_path,
+    load_model_file,
+    shipped_copy,
+)
 from napari_pix2rep.phantom import make_phantom, write_phantom_dataset
 from napari_pix2rep.preprocess import PreprocessConfig
 from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
@@ -88,7 +94,7 @@ def test_init_starts_from_the_given_weights(bank, tmp_path):
 
 
 def test_resume_needs_training_state(bank, tmp_path):
-    from napari_pix2rep.checkpoint import ModelFileError, atomic_torch_save
+    from napari_pix2rep.checkpoint import ModelFileError
 
     t = Pretrainer(bank, _cfg(steps=1), device="cpu")
     state = t.state_dict()
@@ -152,3 +158,27 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert obj["meta"]["world_size"] == 2 and obj["meta"]["effective_batch"] == 4
     data_states = obj["resume"]["rng"]["data"]
     assert len(data_states) == 2 and not torch.equal(data_states[0], data_states[1])
+
+
+def test_shipped_copy_is_small_and_keeps_the_features(tiny_backbone_file, tmp_path):
+    obj = load_model_file(tiny_backbone_file)
+    out = atomic_torch_save(shipped_copy(obj), tmp_path / "shipped.pt")
+    assert out.stat().st_size < tiny_backbone_file.stat().st_size / 2
+    small = load_model_file(out)
+    assert "resume" not in small and small["meta"]["weights_dtype"] == "float16"
+    full, half = build_backbone(obj).eval(), build_backbone(small).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        a, b = full(x), half(x)
+    assert all(v.dtype != torch.float16 for v in half.state_dict().values())
+    assert torch.allclose(a, b, atol=2e-2 * a.abs().max().item())
+
+
+def test_the_shipped_backbone_loads():
+    path = default_backbone_path()
+    obj = load_model_file(path, expect="backbone")
+    assert "resume" not in obj and obj["meta"]["steps"] >= 10000
+    net = build_backbone(obj).eval()
+    with torch.no_grad():
+        f = net(torch.randn(1, 1, 64, 64))
+    assert f.shape == (1, net.config.out_channels, 64, 64) and torch.isfinite(f).all()
