@@ -39,6 +39,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="Smoke mode: tiny and fast.")
+    p.add_argument(
+        "--tag", default="", help="Suffix for the result files (parallel partial runs)."
+    )
     return p
 
 
@@ -142,6 +145,11 @@ def mean_spread(values: list[float]) -> str:
     if v.size == 1:
         return f"{v[0]:.3f}"
     return f"{v.mean():.3f} ± {v.std(ddof=0):.3f}"
+
+
+def tagged(name: str, tag: str) -> str:
+    """Result file stem: ``name`` or ``name_tag``."""
+    return f"{name}_{tag}" if tag else name
 
 
 def write_results(out: str, name: str, payload: dict, markdown: str) -> None:

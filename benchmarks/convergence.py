@@ -21,6 +21,7 @@ from common import (
     pix2rep_backbone,
     random_backbone,
     table,
+    tagged,
     train_configs,
     write_results,
 )
@@ -86,13 +87,14 @@ def main() -> None:
         [str(s), *(f"{dict(c).get(s, float('nan')):.3f}" for c in curves.values())]
         for s, _ in curves["scratch"]
     ]
+    name = tagged("convergence", args.tag)
     md = (
         f"Fine-tuning convergence from 1 labelled patient ({labelled[0].case.id}), mean "
         f"DICE on {len(val)} validation patients (ED + ES), backbone `{model_name}`.\n\n"
         + table(["step", *curves], rows)
-        + "\n\n![convergence](convergence.png)\n"
+        + f"\n\n![convergence]({name}.png)\n"
     )
-    write_results(args.out, "convergence", {"model": model_name, "curves": curves}, md)
+    write_results(args.out, name, {"model": model_name, "curves": curves}, md)
     try:
         import matplotlib
 
@@ -109,7 +111,7 @@ def main() -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(Path(args.out) / "convergence.png", dpi=100)
+    fig.savefig(Path(args.out) / f"{name}.png", dpi=100)
 
 
 if __name__ == "__main__":

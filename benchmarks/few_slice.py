@@ -21,6 +21,7 @@ from common import (
     pix2rep_backbone,
     random_backbone,
     table,
+    tagged,
     train_configs,
     write_results,
 )
@@ -81,7 +82,7 @@ def main() -> None:
         + ", ".join(f"{n} {v}" for n, v in spread.items())
         + "\n"
     )
-    write_results(args.out, "few_slice", {"model": model_name, "runs": runs}, md)
+    write_results(args.out, tagged("few_slice", args.tag), {"model": model_name, "runs": runs}, md)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from common import (
     pix2rep_backbone,
     random_backbone,
     table,
+    tagged,
     train_configs,
     write_results,
 )
@@ -45,7 +46,11 @@ def main() -> None:
     p.add_argument("--simclr", default=None, help="SimCLR baseline backbone file.")
     p.add_argument("--budgets", default="1,2,5", help="Labelled patients per draw.")
     p.add_argument("--draws", default="3,2,1", help="Draws for each budget.")
-    p.add_argument("--methods", default="pix2rep-linear,pix2rep-finetune,scratch,random-linear")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="Comma-separated subset (default: all, simclr-* when --simclr is given).",
+    )
     p.add_argument(
         "--cleanup",
         action=argparse.BooleanOptionalAction,
@@ -55,11 +60,15 @@ def main() -> None:
     args = p.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     draws = [int(d) for d in args.draws.split(",")]
-    methods = args.methods.split(",")
+    if args.methods:
+        methods = args.methods.split(",")
+    else:
+        methods = ["pix2rep-linear", "pix2rep-finetune", "scratch", "random-linear"]
+        methods += ["simclr-linear", "simclr-finetune"] if args.simclr else []
+    if any(m.startswith("simclr") for m in methods) and not args.simclr:
+        p.error("simclr-* methods need --simclr BACKBONE.pt")
     if args.quick:
         budgets, draws = budgets[:1], [1]
-    if args.simclr:
-        methods += ["simclr-linear", "simclr-finetune"]
 
     backbone, pre, model_name = pix2rep_backbone(args)
     sources = {"pix2rep": (backbone, pre), "random": (random_backbone(backbone, args.seed), pre)}
@@ -131,7 +140,7 @@ def main() -> None:
     md += "\n\n" + "\n".join(f"- {g}" for g in gaps) + "\n"
     write_results(
         args.out,
-        "one_shot",
+        tagged("one_shot", args.tag),
         {"model": model_name, "validation": [c.case.id for c in val], "runs": runs},
         md,
     )

@@ -40,3 +40,15 @@ def test_quick_mode_writes_tables(dataset, tmp_path, script):
     table = (out / f"{name}.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| pix2rep-")]
     assert rows and all(any(c.isdigit() for c in row) for row in rows), table
+
+
+@pytest.mark.slow
+def test_probe_vs_steps_scores_each_snapshot(dataset, tmp_path, tiny_backbone_file):
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(BENCH / "probe_vs_steps.py"), "--data", str(dataset)]
+    cmd += ["--quick", "--draws", "1", "--snapshots", str(tiny_backbone_file)]
+    run = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    points = json.loads((out / "probe_vs_steps.json").read_text())["points"]
+    assert [p["steps"] for p in points] == [0, 60]
+    assert all(0 <= p["draws"][0]["mean"] <= 1 for p in points)
