@@ -4,7 +4,7 @@ One labelled patient (ED + ES, all slices), the same recipe as one_shot.py witho
 early stopping; every ``--every`` steps the model segments the validation patients
 (ED + ES). Writes a plot ``convergence.png`` next to the tables.
 
-    python benchmarks/convergence.py --data ../shared/data/acdc --steps 600 --every 50
+    python benchmarks/convergence.py --data ../shared/data/acdc --steps 400 --every 50
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def curve(net, pre, labelled, val, cfg, every, device) -> list[tuple[int, float]
 
 def main() -> None:
     p = parser(__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=400)
     p.add_argument("--every", type=int, default=50)
-    p.add_argument("--val-patients", type=int, default=10, help="Validation subset size.")
+    p.add_argument("--val-patients", type=int, default=6, help="Validation subset size.")
     args = p.parse_args()
     steps, every = (6, 3) if args.quick else (args.steps, args.every)
     backbone, pre, model_name = pix2rep_backbone(args)

@@ -31,7 +31,7 @@ from napari_pix2rep.protocols import few_slice, summarise
 
 def main() -> None:
     p = parser(__doc__.split("\n")[0])
-    p.add_argument("--modes", default="linear,finetune")
+    p.add_argument("--modes", default="linear", help="linear,finetune (slow).")
     p.add_argument(
         "--baseline",
         action="store_true",

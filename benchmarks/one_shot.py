@@ -45,7 +45,7 @@ def main() -> None:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--simclr", default=None, help="SimCLR baseline backbone file.")
     p.add_argument("--budgets", default="1,2,5", help="Labelled patients per draw.")
-    p.add_argument("--draws", default="3,2,1", help="Draws for each budget.")
+    p.add_argument("--draws", default="3,1,1", help="Draws for each budget.")
     p.add_argument(
         "--methods",
         default=None,

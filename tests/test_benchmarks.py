@@ -20,8 +20,11 @@ def dataset(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["one_shot.py", "few_slice.py"])
-def test_quick_mode_writes_tables(dataset, tmp_path, script):
+@pytest.mark.parametrize(
+    ("script", "extra"),
+    [("one_shot.py", []), ("few_slice.py", ["--modes", "linear,finetune", "--baseline"])],
+)
+def test_quick_mode_writes_tables(dataset, tmp_path, script, extra):
     out = tmp_path / "results"
     cmd = [
         sys.executable,
@@ -31,6 +34,7 @@ def test_quick_mode_writes_tables(dataset, tmp_path, script):
         "--quick",
         "--out",
         str(out),
+        *extra,
     ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

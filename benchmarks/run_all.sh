@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every benchmark behind docs/benchmarks.md, in two single-threaded streams that together
+# keep a 2-core CPU busy for about an hour. Results: benchmarks/results/*.{md,json,png}.
+#
+#   bash benchmarks/run_all.sh [ACDC_DIR] [SIMCLR_BACKBONE] [SNAPSHOT_PREFIX]
+#
+# SIMCLR_BACKBONE: an image-level baseline, e.g. from
+#   pix2rep pretrain ACDC/training --exclude '*_gt*' --loss simclr --batch-size 32 \
+#       --lr 1e-3 --steps 1500 --out runs/simclr.pt
+# SNAPSHOT_PREFIX: pretraining snapshots PREFIX_stepN.pt (--snapshot-every) for the
+#   probe-against-steps curve (with the shipped model last); skipped when none exist.
+set -euo pipefail
+cd "$(dirname "$0")"
+DATA=${1:-../../shared/data/acdc}
+SIMCLR=${2:-../runs/simclr.pt}
+PREFIX=${3:-../runs/pt_infonce}
+export OMP_NUM_THREADS=1
+mkdir -p results
+
+(
+    python one_shot.py --data "$DATA" --tag pix2rep \
+        --methods pix2rep-linear,pix2rep-finetune,scratch
+) >results/stream_a.log 2>&1 &
+a=$!
+(
+    python one_shot.py --data "$DATA" --tag baselines --simclr "$SIMCLR" \
+        --methods random-linear,simclr-linear,simclr-finetune
+    python few_slice.py --data "$DATA" --baseline
+    snaps=""
+    for s in 500 1000 2000 4000 6000 8000 10000 12000; do
+        [ -f "${PREFIX}_step$s.pt" ] && snaps="$snaps${PREFIX}_step$s.pt,"
+    done
+    if [ -n "$snaps" ]; then
+        python probe_vs_steps.py --data "$DATA" --snapshots "${snaps}../models/pix2rep_small_acdc.pt"
+    fi
+    python convergence.py --data "$DATA"
+    python speed_memory.py --data "$DATA"
+    python pretrain_speed.py --steps 5
+) >results/stream_b.log 2>&1 &
+b=$!
+wait $a $b
