@@ -19,7 +19,9 @@ group per drawn patient.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 from common import (
@@ -57,7 +59,15 @@ def main() -> None:
         default=True,
         help="Keep the heart's largest 3D components (the default).",
     )
+    p.add_argument(
+        "--merge",
+        default=None,
+        help="Comma-separated tags of partial runs in --out to merge into one table.",
+    )
     args = p.parse_args()
+    if args.merge:
+        merge(args.out, args.merge.split(","))
+        return
     budgets = [int(b) for b in args.budgets.split(",")]
     draws = [int(d) for d in args.draws.split(",")]
     if args.methods:
@@ -111,6 +121,20 @@ def main() -> None:
                     flush=True,
                 )
 
+    payload = {
+        "model": model_name,
+        "simclr": args.simclr,
+        "validation": [c.case.id for c in val],
+        "runs": runs,
+    }
+    write_results(args.out, tagged("one_shot", args.tag), payload, report(payload))
+
+
+def report(payload: dict) -> str:
+    """The Markdown table (mean ± std over draws per method and budget) and the gaps."""
+    runs = payload["runs"]
+    budgets = sorted({r["budget"] for r in runs})
+    methods = list(dict.fromkeys(r["method"] for r in runs))
     header = ["method", "labelled patients", "draws", *CLASS_NAMES, "mean"]
     lines = []
     for budget in budgets:
@@ -121,8 +145,9 @@ def main() -> None:
             cells = [mean_spread([r["summary"][k] for r in mine]) for k in (*CLASS_NAMES, "mean")]
             lines.append([method, str(budget), str(len(mine)), *cells])
     md = (
-        f"one-shot-acdc on {len(val)} validation patients (ED + ES), backbone "
-        f"`{model_name}`; mean ± spread (std) over draws.\n\n" + table(header, lines)
+        f"one-shot-acdc on {len(payload['validation'])} validation patients (ED + ES), "
+        f"backbone `{payload['model']}`; mean ± spread (std) over draws.\n\n"
+        + table(header, lines)
     )
     gaps = []
     for budget in budgets:
@@ -137,13 +162,24 @@ def main() -> None:
                         f"{m} - scratch, {budget} patient(s): "
                         f"{np.mean(pick[m]) - np.mean(pick['scratch']):+.3f}"
                     )
-    md += "\n\n" + "\n".join(f"- {g}" for g in gaps) + "\n"
-    write_results(
-        args.out,
-        tagged("one_shot", args.tag),
-        {"model": model_name, "validation": [c.case.id for c in val], "runs": runs},
-        md,
-    )
+    return md + "\n\n" + "\n".join(f"- {g}" for g in gaps) + "\n"
+
+
+def merge(out: str, parts: list[str]) -> None:
+    """One table from partial runs (``--tag``) on the same validation patients."""
+    payloads = [
+        json.loads((Path(out) / f"{tagged('one_shot', t)}.json").read_text()) for t in parts
+    ]
+    if len({tuple(p["validation"]) for p in payloads}) != 1:
+        raise SystemExit("The partial runs were not scored on the same validation patients.")
+    merged = {
+        "model": payloads[0]["model"],
+        "simclr": next((p["simclr"] for p in payloads if p.get("simclr")), None),
+        "validation": payloads[0]["validation"],
+        "parts": [p["command"] for p in payloads],
+        "runs": [r for p in payloads for r in p["runs"]],
+    }
+    write_results(out, "one_shot", merged, report(merged))
 
 
 if __name__ == "__main__":

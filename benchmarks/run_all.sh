@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every benchmark behind docs/benchmarks.md, in two single-threaded streams that together
-# keep a 2-core CPU busy for about an hour. Results: benchmarks/results/*.{md,json,png}.
+# Every benchmark behind docs/benchmarks.md: two single-threaded streams that together
+# keep a 2-core CPU busy for about an hour, then the timings on the idle machine.
+# Results: benchmarks/results/*.{md,json,png}.
 #
 #   bash benchmarks/run_all.sh [ACDC_DIR] [SIMCLR_BACKBONE] [SNAPSHOT_PREFIX]
 #
@@ -18,8 +19,8 @@ export OMP_NUM_THREADS=1
 mkdir -p results
 
 (
-    python one_shot.py --data "$DATA" --tag pix2rep \
-        --methods pix2rep-linear,pix2rep-finetune,scratch
+    python one_shot.py --data "$DATA" --tag scratch --methods scratch
+    python one_shot.py --data "$DATA" --tag pix2rep --methods pix2rep-linear,pix2rep-finetune
 ) >results/stream_a.log 2>&1 &
 a=$!
 (
@@ -34,8 +35,11 @@ a=$!
         python probe_vs_steps.py --data "$DATA" --snapshots "${snaps}../models/pix2rep_small_acdc.pt"
     fi
     python convergence.py --data "$DATA"
-    python speed_memory.py --data "$DATA"
-    python pretrain_speed.py --steps 5
 ) >results/stream_b.log 2>&1 &
 b=$!
 wait $a $b
+python one_shot.py --data "$DATA" --merge pix2rep,scratch,baselines
+# Timings on the idle machine, all cores.
+unset OMP_NUM_THREADS
+python speed_memory.py --data "$DATA" >results/speed.log 2>&1
+python pretrain_speed.py --steps 10 >>results/speed.log 2>&1

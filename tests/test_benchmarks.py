@@ -56,3 +56,31 @@ def test_probe_vs_steps_scores_each_snapshot(dataset, tmp_path, tiny_backbone_fi
     points = json.loads((out / "probe_vs_steps.json").read_text())["points"]
     assert [p["steps"] for p in points] == [0, 60]
     assert all(0 <= p["draws"][0]["mean"] <= 1 for p in points)
+
+
+def test_one_shot_merges_partial_runs(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import one_shot
+
+    def part(tag, method, means, val=("p005", "p010")):
+        runs = [
+            {
+                "method": method,
+                "budget": 1,
+                "draw": d,
+                "summary": dict.fromkeys(("RV", "MYO", "LV", "mean"), m),
+            }
+            for d, m in enumerate(means)
+        ]
+        payload = {"command": tag, "model": "m.pt", "validation": list(val), "runs": runs}
+        (tmp_path / f"one_shot_{tag}.json").write_text(json.dumps(payload))
+
+    part("a", "pix2rep-linear", [0.5, 0.7])
+    part("b", "scratch", [0.2, 0.4])
+    one_shot.merge(str(tmp_path), ["a", "b"])
+    md = (tmp_path / "one_shot.md").read_text()
+    assert "| pix2rep-linear | 1 | 2 |" in md and "| scratch | 1 | 2 |" in md
+    assert "pix2rep-linear - scratch, 1 patient(s): +0.300" in md
+    part("c", "scratch", [0.1], val=("p005",))
+    with pytest.raises(SystemExit, match="same validation patients"):
+        one_shot.merge(str(tmp_path), ["a", "c"])
