@@ -28,7 +28,7 @@ a=$!
         --methods random-linear,simclr-linear,simclr-finetune
     python few_slice.py --data "$DATA" --baseline
     snaps=""
-    for s in 500 1000 2000 4000 6000 8000 10000 12000; do
+    for s in 500 2000 4000 8000 10000; do
         [ -f "${PREFIX}_step$s.pt" ] && snaps="$snaps${PREFIX}_step$s.pt,"
     done
     if [ -n "$snaps" ]; then
