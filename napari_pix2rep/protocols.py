@@ -144,4 +144,8 @@ def few_slice(
 
 def summarise(rows: Sequence[dict]) -> dict[str, float]:
     """Mean DICE per class and overall over rows (NaN-aware)."""
-    return {k: float(np.nanmean([r[k] for r in rows])) for k in (*CLASS_NAMES, "mean")}
+    out = {}
+    for k in (*CLASS_NAMES, "mean"):
+        v = np.asarray([r[k] for r in rows], dtype=float)
+        out[k] = float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else float("nan")
+    return out
