@@ -99,6 +99,8 @@ class TrainConfig:
         self.classes = tuple(self.classes)
         if len(self.classes) < 2:
             raise ValueError("At least two classes (background and one structure) are needed.")
+        if self.probe_steps < 1:
+            raise ValueError("The linear probe needs at least one step (probe_steps >= 1).")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
 
@@ -318,12 +320,15 @@ def fit_linear_probe_iter(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        yield Progress("probe", step + 1, cfg.probe_steps, loss.item())
+        if step + 1 < cfg.probe_steps:
+            yield Progress("probe", step + 1, cfg.probe_steps, loss.item())
     with torch.no_grad():
         wt = lin.weight / std  # (K, D)
         b = lin.bias - (wt * mean).sum(1)
         segmenter.head.conv.weight.copy_(wt[:, :, None, None])
         segmenter.head.conv.bias.copy_(b)
+    # the last step is reported once the head holds the fitted weights
+    yield Progress("probe", cfg.probe_steps, cfg.probe_steps, loss.item())
 
 
 # -- fine-tuning -------------------------------------------------------------------------

@@ -164,3 +164,25 @@ def test_annotation_errors_surface(tiny_backbone_file, phantom3d):
             [np.zeros_like(phantom3d.labels)],
             device="cpu",
         )
+
+
+def test_the_last_probe_step_is_reported_with_the_head_fitted(phantom3d):
+    """Progress consumers (the convergence benchmark, the dock) see a usable head then."""
+    from napari_pix2rep.annotations import collect_annotations
+    from napari_pix2rep.segment import fit_linear_probe_iter, training_slices
+
+    torch.manual_seed(0)
+    seg = Segmenter(UNet(preset("tiny")), TrainConfig().classes, PreprocessConfig())
+    labels = _two_slices(phantom3d.labels)
+    ann = collect_annotations([(phantom3d.image, labels)])
+    slices = training_slices([(phantom3d.image, phantom3d.spacing)], ann, seg.preprocess, 8)
+    seg.head.conv.weight.data.zero_()
+    cfg = TrainConfig(probe_steps=5)
+    for p in fit_linear_probe_iter(seg, slices, cfg, torch.device("cpu")):
+        if p.stage == "probe" and p.step == p.total:
+            assert seg.head.conv.weight.abs().sum() > 0
+            break
+    else:
+        pytest.fail("no final probe progress")
+    with pytest.raises(ValueError, match="at least one step"):
+        TrainConfig(probe_steps=0)
