@@ -103,8 +103,8 @@ def main() -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, pts in curves.items():
-        ax.plot(*zip(*pts), marker="o", label=name)
+    for method, pts in curves.items():
+        ax.plot(*zip(*pts), marker="o", label=method)
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("mean DICE (validation)")
     ax.set_ylim(0, 1)

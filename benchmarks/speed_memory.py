@@ -17,10 +17,11 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from common import REPO, cases_root, parser, pix2rep_backbone, table, write_results
+from common import cases_root, parser, pix2rep_backbone, table, write_results
 from pretrain_speed import run_isolated
 
 from napari_pix2rep.acdc import list_cases
@@ -86,7 +87,9 @@ def main() -> None:
     results = []
     for what in ("probe", "predict"):
         cmd = [sys.executable, __file__, "--one", what, *sys.argv[1:]]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path.cwd())
+        if out.returncode:
+            raise SystemExit(f"The {what} measurement failed:\n{out.stderr[-2000:]}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     pre = "tiny" if args.quick else "small"
     r = run_isolated(pre, "infonce", args.device, 2 if args.quick else 10, 8)

@@ -24,7 +24,7 @@ from .common import Links
 from .measure_panel import MeasurePanel
 from .model_box import ModelBox
 from .pretrain_panel import PretrainPanel
-from .runner import JobRunner, shutdown_all
+from .runner import JobRunner, shutdown_all, warm_up
 from .segment_panel import SegmentPanel
 from .settings import Settings
 
@@ -100,6 +100,7 @@ class Pix2RepDock(QWidget):
 
         for runner in self.runners:
             runner.running_changed.connect(self._watch_close)
+        warm_up()
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)

@@ -87,6 +87,10 @@ def test_gui_stays_responsive_while_pretraining(
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
+    from napari_pix2rep._qt.runner import WARM
+
+    # the dock imports the training modules in the background when it opens
+    qtbot.waitUntil(WARM.is_set, timeout=120_000)
     qtbot.wait(100)
     t0 = time.perf_counter()
     assert panel.start(SMALL_RUN)
