@@ -144,6 +144,7 @@ def _cmd_pretrain(args) -> int:
                     flush=True,
                 )
                 window.clear()
+        trainer.close()
         if stop.requested:
             if lead:
                 print(

@@ -443,6 +443,14 @@ class Pretrainer:
                 self.save()
             release_memory(self.device)
 
+    def close(self) -> None:
+        """End a distributed run cleanly: wait until every rank (rank 0's checkpoint write
+        included) is done, then tear the process group down; a no-op on one process.
+        Leaving it to interpreter exit can abort a rank whose peer is still writing."""
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def run(
         self,
         progress: Callable[[StepInfo], None] | None = None,
