@@ -11,10 +11,12 @@
 # SNAPSHOT_PREFIX: pretraining snapshots PREFIX_stepN.pt (--snapshot-every) for the
 #   probe-against-steps curve (with the shipped model last); skipped when none exist.
 set -euo pipefail
-cd "$(dirname "$0")"
-DATA=${1:-../../shared/data/acdc}
-SIMCLR=${2:-../runs/simclr.pt}
-PREFIX=${3:-../runs/pt_infonce}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# arguments are relative to where the script is called from; the defaults to the repo
+DATA=$(realpath -m "${1:-$ROOT/../shared/data/acdc}")
+SIMCLR=$(realpath -m "${2:-$ROOT/runs/simclr.pt}")
+PREFIX=$(realpath -m "${3:-$ROOT/runs/pt_infonce}")
+cd "$ROOT/benchmarks"
 export OMP_NUM_THREADS=1
 mkdir -p results
 
@@ -32,7 +34,7 @@ a=$!
         [ -f "${PREFIX}_step$s.pt" ] && snaps="$snaps${PREFIX}_step$s.pt,"
     done
     if [ -n "$snaps" ]; then
-        python probe_vs_steps.py --data "$DATA" --snapshots "${snaps}../models/pix2rep_small_acdc.pt"
+        python probe_vs_steps.py --data "$DATA" --snapshots "${snaps}$ROOT/models/pix2rep_small_acdc.pt"
     fi
     python convergence.py --data "$DATA"
 ) >results/stream_b.log 2>&1 &
