@@ -26,7 +26,6 @@ from common import (
     write_results,
 )
 
-from napari_pix2rep.checkpoint import load_model_file
 from napari_pix2rep.protocols import evaluate, summarise, train_on_cases
 from napari_pix2rep.segment import load_backbone
 
@@ -41,12 +40,12 @@ def main() -> None:
     label_sets = [load_cases(s) for s in draw_label_sets(pool, 1, args.draws, args.seed)]
     recipe = train_configs(args.quick)["linear"]
     points = []
-    files = args.snapshots.split(",")
-    first, pre, _ = load_backbone(files[0])
-    backbones = [("random init", 0, random_backbone(first, args.seed), pre)]
-    for f in files:
-        net, pre, _ = load_backbone(f)
-        backbones.append((f, int(load_model_file(f)["meta"]["steps"]), net, pre))
+    backbones = []
+    for f in args.snapshots.split(","):
+        net, pre, meta = load_backbone(f)
+        backbones.append((f, int(meta["steps"]), net, pre))
+    _, _, first, pre = backbones[0]
+    backbones.insert(0, ("random init", 0, random_backbone(first, args.seed), pre))
     for name, steps, net, pre in backbones:
         scores = []
         for d, labelled in enumerate(label_sets):

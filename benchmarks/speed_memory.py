@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -87,7 +86,7 @@ def main() -> None:
     results = []
     for what in ("probe", "predict"):
         cmd = [sys.executable, __file__, "--one", what, *sys.argv[1:]]
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path.cwd())
+        out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"The {what} measurement failed:\n{out.stderr[-2000:]}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))

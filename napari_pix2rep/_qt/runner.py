@@ -29,7 +29,7 @@ PROGRESS_INTERVAL_MS = 100
 _RUNNERS: weakref.WeakSet = weakref.WeakSet()
 #: set once the torch modules the jobs need are imported (see :func:`warm_up`)
 WARM = threading.Event()
-_warm_lock = threading.Lock()
+_warm_started = threading.Lock()  # held for good by the first warm_up()
 
 
 def _import_job_modules() -> None:
@@ -50,9 +50,7 @@ def warm_up() -> None:
     """Import the training modules in the background, once per process, when the dock
     opens: done later, on the first Start, the import would hold the GIL for a few
     hundred milliseconds and freeze the window (measured ~300 ms on a 2-core CPU)."""
-    with _warm_lock:
-        if WARM.is_set() or any(t.name == "pix2rep-warm-up" for t in threading.enumerate()):
-            return
+    if _warm_started.acquire(blocking=False):
         threading.Thread(target=_import_job_modules, name="pix2rep-warm-up", daemon=True).start()
 
 
