@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
 from .nets.unet import UNet, UNetConfig
+from .outputs import atomic_write
 
 FORMAT_VERSION = 1
 BACKBONE = "napari-pix2rep/backbone"
@@ -37,23 +37,12 @@ class ModelFileError(ValueError):
 
 
 def atomic_torch_save(obj: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shared models unreadable
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` to a temporary file beside ``path``, then rename it onto ``path``.
+
+    A failure (disk full, ...) raises :class:`~napari_pix2rep.outputs.OutputError` naming
+    the file; the previous file is intact and no temporary file is left.
+    """
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load_model_file(path: str | os.PathLike, expect: str | None = None) -> dict:

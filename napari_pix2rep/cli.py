@@ -8,10 +8,14 @@ exit non-zero; files are only ever replaced atomically.
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -26,6 +30,32 @@ def _fmt_time(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the command stops where it is, its temporary files are
+    removed, files already saved stay intact, and it exits 130 with a sentence."""
+
+
+def _sigterm_interrupts(cmd: Callable[[argparse.Namespace], int]):
+    """Run a command with SIGTERM raising :class:`Terminated` (the default would kill the
+    process on the spot); the previous handler is restored afterwards."""
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            return cmd(args)
+
+        def handle(signum, frame) -> None:
+            raise Terminated
+
+        previous = signal.signal(signal.SIGTERM, handle)
+        try:
+            return cmd(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return run
 
 
 class _StopFlag:
@@ -61,37 +91,55 @@ def _add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="Pix2Rep self-supervised pretraining of a backbone.")
     p.add_argument("data", nargs="+", metavar="DATA", help="NIfTI files or folders (recursive).")
     p.add_argument("--out", required=True, metavar="BACKBONE.pt", help="Checkpoint to write.")
+    # None = not given: a new run takes the default, a resumed one its checkpoint's value
     p.add_argument(
         "--preset",
         choices=("small", "paper", "tiny"),
-        default="small",
+        default=None,
         help="small (CPU-friendly, default), paper (the authors', GPU), tiny (tests).",
     )
     p.add_argument(
         "--loss",
         choices=("infonce", "barlow", "simclr"),
-        default="infonce",
-        help="Pix2Rep InfoNCE or Barlow Twins; simclr = image-level baseline.",
+        default=None,
+        help="Pix2Rep InfoNCE (default) or Barlow Twins; simclr = image-level baseline.",
     )
-    p.add_argument("--steps", type=int, default=1000, help="Total number of steps.")
-    p.add_argument("--batch-size", type=int, default=8, help="Slices per step (per process).")
+    p.add_argument("--steps", type=int, default=None, help="Total number of steps (1000).")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="Slices per step (per process, 8)."
+    )
     p.add_argument("--init", metavar="BACKBONE.pt", help="Start from these weights.")
-    p.add_argument("--resume", metavar="BACKBONE.pt", help="Continue this run to --steps.")
+    p.add_argument(
+        "--resume",
+        metavar="BACKBONE.pt",
+        help="Continue this run (to --steps); its preset, loss, batch size, lr and seed "
+        "cannot change.",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument(
         "--exclude",
         action="append",
         default=[],
         metavar="GLOB",
-        help="Skip files matching this glob (repeatable), e.g. '*_gt*'.",
+        help="Also skip files matching this glob (repeatable); label files (*_gt, *_seg, "
+        "*_label(s), *_mask) are always skipped.",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="Random seed (0).")
     p.add_argument("--lr", type=float, default=None, help="Peak learning rate (4.7e-4).")
-    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=None, metavar="N", help="Save every N steps (100)."
+    )
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=None,
+        metavar="M",
+        help="Also save when M minutes have passed since the last save (2; 0 = never).",
+    )
     p.add_argument(
         "--snapshot-every",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
         help="Also keep a copy of the checkpoint every N steps (OUT_stepN.pt).",
     )
@@ -99,26 +147,67 @@ def _add_pretrain(sub) -> None:
     p.set_defaults(func=_cmd_pretrain)
 
 
+def _pretrain_config(args):
+    """The run's :class:`PretrainConfig`: the flags given over the defaults, or, with
+    ``--resume``, the checkpoint's run with only its cadence and ``--steps`` changed."""
+    from .checkpoint import ModelFileError, load_model_file
+    from .pretrain import RESUMABLE, TRAJECTORY, PretrainConfig, resume_conflicts
+
+    given = {name: getattr(args, name) for name in TRAJECTORY + RESUMABLE}
+    if not args.resume:
+        return PretrainConfig(**{k: v for k, v in given.items() if v is not None})
+    state = load_model_file(args.resume, expect="backbone")
+    if "resume" not in state:
+        raise ModelFileError(f"{args.resume} holds no training state to resume.")
+    try:
+        saved = PretrainConfig(**dict(state["resume"]["config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{args.resume} holds unreadable run settings ({e}).") from None
+    conflicts = resume_conflicts(saved, given)
+    if conflicts:
+        what = ", ".join(
+            f"--{name.replace('_', '-')} {new:g} (the run's {old:g})"
+            if isinstance(new, float)
+            else f"--{name.replace('_', '-')} {new} (the run's {old})"
+            for name, (new, old) in conflicts.items()
+        )
+        raise CliError(
+            f"--resume {args.resume} continues a run with other settings: {what}; drop "
+            "them (on resume only --steps, --checkpoint-every, --checkpoint-minutes and "
+            "--snapshot-every can change)."
+        )
+    for name in RESUMABLE:
+        if given[name] is not None:
+            setattr(saved, name, given[name])
+    PretrainConfig(**saved.to_dict())  # the changed cadence is checked like a new run's
+    return saved
+
+
+@_sigterm_interrupts
 def _cmd_pretrain(args) -> int:
-    from .pretrain import PretrainConfig, Pretrainer
-    from .slices import SliceBank, find_nifti
+    from .datafiles import find_training_images
+    from .outputs import OutputLock, check_output_file
 
     if args.init and args.resume:
         raise CliError("Give either --init or --resume, not both.")
-    overrides = {"lr": args.lr} if args.lr is not None else {}
-    config = PretrainConfig(
-        preset=args.preset,
-        loss=args.loss,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        snapshot_every=args.snapshot_every,
-        **overrides,
-    )
-    files = find_nifti(args.data, args.exclude)
+    check_output_file(args.out)
+    config = _pretrain_config(args)
+    found = find_training_images(args.data, args.exclude)
+    # under torchrun rank 0 alone writes, so it alone holds the lock
+    lock = OutputLock(args.out) if os.environ.get("RANK", "0") == "0" else nullcontext()
+    with lock:
+        if getattr(lock, "note", ""):
+            print(lock.note, file=sys.stderr)
+        return _run_pretraining(args, config, found)
+
+
+def _run_pretraining(args, config, found) -> int:
+    """Load the slices of ``found.images``, train, log; the output is checked and locked."""
+    from .pretrain import Pretrainer
+    from .slices import SliceBank
+
     t0 = time.perf_counter()
-    bank = SliceBank.from_files(files, config.preprocess)
+    bank = SliceBank.from_files(found.images, config.preprocess)
     trainer = Pretrainer(
         bank, config, out=args.out, device=args.device, init=args.init, resume=args.resume
     )
@@ -126,7 +215,7 @@ def _cmd_pretrain(args) -> int:
     cfg = trainer.config
     if lead:
         print(
-            f"{len(files)} files, {len(bank)} slices loaded in {time.perf_counter() - t0:.1f} s; "
+            f"{found.summary()}, {len(bank)} slices loaded in {time.perf_counter() - t0:.1f} s; "
             f"{cfg.loss} on {trainer.device} x{trainer.world}, effective batch "
             f"{trainer.effective_batch} ({cfg.batch_size} x {trainer.world}), lr {cfg.lr:g}; "
             f"steps {trainer.step} -> {cfg.steps}",
@@ -239,11 +328,14 @@ def _backbone_source(path: str | None):
     return backbone, preprocess
 
 
+@_sigterm_interrupts
 def _cmd_train(args) -> int:
+    from .outputs import check_output_file
     from .segment import Segmenter, TrainConfig, train_segmenter
 
     if len(args.image) != len(args.labels):
         raise CliError("Give one --labels for every --image.")
+    check_output_file(args.out)
     pairs = [_load_pair(i, lab) for i, lab in zip(args.image, args.labels)]
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
     cfg = TrainConfig(
@@ -309,27 +401,63 @@ def _add_predict(sub) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
-def _cmd_predict(args) -> int:
+def _predict_targets(images: Sequence[str], out_dir, uncertainty: bool) -> dict[str, tuple]:
+    """``{image: (seg path, uncertainty path or None)}`` in ``out_dir``, the same image given
+    twice taken once; :class:`CliError` when two images would write the same file
+    (names compared ignoring case) or an output would replace an input."""
     from pathlib import Path
 
+    from .nifti import nifti_stem
+
+    inputs = {}
+    for image in images:
+        inputs.setdefault(os.path.realpath(image), image)
+    targets, by_name = {}, {}
+    for image in inputs.values():
+        stem = nifti_stem(image)
+        targets[image] = (
+            Path(out_dir) / f"{stem}_seg.nii.gz",
+            Path(out_dir) / f"{stem}_uncertainty.nii.gz" if uncertainty else None,
+        )
+        by_name.setdefault(stem.casefold(), []).append(image)
+    clashes = [names for names in by_name.values() if len(names) > 1]
+    if clashes:
+        what = "; ".join(
+            f"{' and '.join(names)} would {'both' if len(names) == 2 else 'all'} be "
+            f"written to {targets[names[0]][0]}"
+            for names in clashes
+        )
+        raise CliError(
+            f"Two inputs have the same name: {what}; rename one or predict them into "
+            "separate --out-dir folders."
+        )
+    for image, outs in targets.items():
+        for out in outs:
+            if out is not None and os.path.realpath(out) in inputs:
+                raise CliError(
+                    f"{out} is an input and also the output for {image}; choose another --out-dir."
+                )
+    return targets
+
+
+@_sigterm_interrupts
+def _cmd_predict(args) -> int:
     from .nifti import read_nifti, write_nifti
+    from .outputs import check_output_dir
     from .predict import DEFAULT_CLEANUP, predict_volume
     from .segment import Segmenter
 
+    out_dir = check_output_dir(args.out_dir)
+    targets = _predict_targets(args.images, out_dir, args.uncertainty)
     seg = Segmenter.from_file(args.model)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cleanup = DEFAULT_CLEANUP if args.cleanup is None else args.cleanup
-    for path in args.images:
+    for path, (target, unc_target) in targets.items():
         t0 = time.perf_counter()
         vol = read_nifti(path, kind="image")
         pred = predict_volume(seg, vol.data, vol.spacing, device=args.device, cleanup=cleanup)
-        target = out_dir / f"{vol.name}_seg.nii.gz"
         write_nifti(target, pred.labels, vol, kind="labels")
-        if args.uncertainty:
-            write_nifti(
-                out_dir / f"{vol.name}_uncertainty.nii.gz", pred.uncertainty(), vol, kind="image"
-            )
+        if unc_target is not None:
+            write_nifti(unc_target, pred.uncertainty(), vol, kind="image")
         print(f"{path} -> {target} ({time.perf_counter() - t0:.2f} s)", flush=True)
     return 0
 
@@ -346,6 +474,7 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+@_sigterm_interrupts
 def _cmd_evaluate(args) -> int:
     import json
 
@@ -390,6 +519,7 @@ def _add_measure(sub) -> None:
     p.set_defaults(func=_cmd_measure)
 
 
+@_sigterm_interrupts
 def _cmd_measure(args) -> int:
     import json
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "LABEL_FILE_GLOBS",
     "JobProgress",
     "PretrainResult",
     "SegmentResult",
@@ -28,9 +27,6 @@ __all__ = [
     "pretrain_job",
     "segment_job",
 ]
-
-#: File names skipped when pretraining on a folder (segmentations, not images).
-LABEL_FILE_GLOBS = ("*_gt.nii*", "*_seg.nii*", "*_label.nii*", "*_labels.nii*", "*_mask.nii*")
 
 StopCheck = Callable[[], bool]
 
@@ -110,56 +106,78 @@ def pretrain_job(
     config: Any = None,
     device: str = "auto",
     init: str | os.PathLike | None = None,
-    exclude: Sequence[str] = LABEL_FILE_GLOBS,
+    exclude: Sequence[str] = (),
     should_stop: StopCheck = _never,
 ) -> Generator[JobProgress, None, PretrainResult]:
     """Pretrain a backbone on open volumes ``(data, spacing, name)`` and NIfTI ``inputs``.
 
-    ``inputs`` are files or folders (searched recursively, ``exclude`` globs skipped).
-    The checkpoint goes to ``out`` atomically, every ``config.checkpoint_every`` steps and
-    when the run ends or is stopped. Returns a :class:`PretrainResult` (``path`` None when
-    stopped before the first step).
+    ``inputs`` are files or folders (searched recursively; label files, see
+    :mod:`napari_pix2rep.datafiles`, and ``exclude`` globs skipped). ``out`` is checked
+    and locked before any work (one run per file); the checkpoint goes there atomically,
+    every ``config.checkpoint_every`` steps or ``config.checkpoint_minutes``, and when the
+    run ends or is stopped. Returns a :class:`PretrainResult` (``path`` None when stopped
+    before the first step).
     """
+    from .datafiles import find_training_images
     from .device import resolve_device
-    from .pretrain import PretrainConfig, Pretrainer
-    from .slices import SliceBank, find_nifti, prepare_slices
+    from .outputs import OutputLock, check_output_file
+    from .pretrain import PretrainConfig
+
+    cfg = config if isinstance(config, PretrainConfig) else PretrainConfig(**(config or {}))
+    check_output_file(out, "The output file")
+    found = find_training_images(inputs, exclude) if inputs else None
+    if not volumes and found is None:
+        raise ValueError("No data to pretrain on: choose image layers or a folder.")
+    dev = resolve_device(device)
+    with OutputLock(out), cpu_threads(dev):
+        return (yield from _pretrain(volumes, found, out, cfg, dev, init, should_stop))
+
+
+def _pretrain(
+    volumes: Sequence[tuple[np.ndarray, Sequence[float], str]],
+    found: Any,
+    out: str | os.PathLike,
+    cfg: Any,
+    dev: Any,
+    init: str | os.PathLike | None,
+    should_stop: StopCheck,
+) -> Generator[JobProgress, None, PretrainResult]:
+    """The body of :func:`pretrain_job`, its output checked and locked."""
+    from .pretrain import Pretrainer
+    from .slices import SliceBank, prepare_slices
 
     t0 = time.perf_counter()
-    cfg = config if isinstance(config, PretrainConfig) else PretrainConfig(**(config or {}))
-    dev = resolve_device(device)
-    with cpu_threads(dev):
-        files = find_nifti(inputs, exclude) if inputs else []
-        if not volumes and not files:
-            raise ValueError("No data to pretrain on: choose image layers or a folder.")
-        total = len(volumes) + len(files)
-        slices, sources = [], []
-        yield JobProgress("loading", 0, total, message="Preparing slices")
-        for i, (data, spacing, name) in enumerate(volumes):
-            slices.extend(prepare_slices(np.asarray(data), tuple(spacing), cfg.preprocess))
-            sources.append(f"layer:{name}")
-            yield JobProgress("loading", i + 1, total, message=f"Prepared {name}")
-            if should_stop():
-                return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
-        from .nifti import read_nifti
+    files = found.images if found is not None else []
+    total = len(volumes) + len(files)
+    slices, sources = [], []
+    note = f"; {found.summary()} in the folder" if found is not None else ""
+    yield JobProgress("loading", 0, total, message=f"Preparing slices{note}")
+    for i, (data, spacing, name) in enumerate(volumes):
+        slices.extend(prepare_slices(np.asarray(data), tuple(spacing), cfg.preprocess))
+        sources.append(f"layer:{name}")
+        yield JobProgress("loading", i + 1, total, message=f"Prepared {name}")
+        if should_stop():
+            return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
+    from .nifti import read_nifti
 
-        for j, f in enumerate(files):
-            vol = read_nifti(f, kind="image")
-            slices.extend(prepare_slices(vol.data, vol.spacing, cfg.preprocess))
-            sources.append(str(f))
-            yield JobProgress("loading", len(volumes) + j + 1, total, message=f"Read {f.name}")
-            if should_stop():
-                return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
-        bank = SliceBank(slices, sources)
-        trainer = Pretrainer(bank, cfg, out=out, device=str(dev), init=init)
-        for info in trainer.steps(should_stop):
-            yield JobProgress(
-                "pretrain",
-                info.step,
-                info.steps,
-                loss=info.loss,
-                eta_s=info.eta_s,
-                rate=info.slices_per_s,
-            )
+    for j, f in enumerate(files):
+        vol = read_nifti(f, kind="image")
+        slices.extend(prepare_slices(vol.data, vol.spacing, cfg.preprocess))
+        sources.append(str(f))
+        yield JobProgress("loading", len(volumes) + j + 1, total, message=f"Read {f.name}")
+        if should_stop():
+            return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
+    bank = SliceBank(slices, sources)
+    trainer = Pretrainer(bank, cfg, out=out, device=str(dev), init=init)
+    for info in trainer.steps(should_stop):
+        yield JobProgress(
+            "pretrain",
+            info.step,
+            info.steps,
+            loss=info.loss,
+            eta_s=info.eta_s,
+            rate=info.slices_per_s,
+        )
     return PretrainResult(
         Path(out) if trainer.step > 0 or Path(out).is_file() else None,
         trainer.step,

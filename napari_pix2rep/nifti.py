@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
-import secrets
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +30,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.nifti1 import Nifti1Extension
+
+from .datafiles import LABEL_NAME as _LABEL_NAME
+from .outputs import temp_path, write_reason
 
 __all__ = [
     "METADATA_KEY",
@@ -54,7 +55,6 @@ METADATA_KEY = "pix2rep_nifti"
 MAX_LABEL_VALUES = 32
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
-_LABEL_NAME = re.compile(r"(_gt|_seg|_label|_labels|_mask)\.nii(\.gz)?$", re.IGNORECASE)
 _SPACE_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3}
 _TIME_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 
@@ -567,7 +567,7 @@ def write_nifti(
     img = image_class(file_data, None, header=header)
 
     suffix = _nifti_suffix(p)
-    tmp = p.with_name(f".{nifti_stem(p)}.{secrets.token_hex(4)}.tmp{suffix}")
+    tmp = temp_path(p, suffix)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
         os.close(fd)
@@ -580,7 +580,7 @@ def write_nifti(
             pass
         if isinstance(exc, NiftiError) or not isinstance(exc, Exception):
             raise
-        raise NiftiError(f"Cannot write {name}: {_reason(exc)}.") from exc
+        raise NiftiError(f"Cannot write {name}: {write_reason(exc, p.parent)}.") from exc
     return str(p)
 
 

@@ -51,6 +51,11 @@ from .slices import SliceBank
 
 LOSSES = ("infonce", "barlow", "simclr")
 
+#: Settings a resumed run takes from its checkpoint: changing them changes the trajectory.
+TRAJECTORY = ("preset", "loss", "batch_size", "lr", "seed")
+#: Settings a resumed run takes from the caller: when to save, and where the schedule ends.
+RESUMABLE = ("steps", "checkpoint_every", "checkpoint_minutes", "snapshot_every")
+
 
 @dataclass
 class PretrainConfig:
@@ -71,6 +76,7 @@ class PretrainConfig:
     barlow_pixels: int | None = 16384
     seed: int = 0
     checkpoint_every: int = 100
+    checkpoint_minutes: float = 2.0  # also save when this long has passed (0 = never)
     snapshot_every: int = 0  # also keep <out stem>_stepN.pt every N steps (0 = never)
     amp: bool = True
     channels_last: bool = True
@@ -80,8 +86,10 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}.")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch size must be at least 1.")
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch size and checkpoint interval must be at least 1.")
+        if self.snapshot_every < 0 or not self.checkpoint_minutes >= 0:
+            raise ValueError("The snapshot interval and checkpoint minutes cannot be negative.")
         if isinstance(self.preprocess, dict):
             self.preprocess = PreprocessConfig.from_dict(self.preprocess)
         if isinstance(self.augment, dict):
@@ -89,6 +97,17 @@ class PretrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def resume_conflicts(saved: PretrainConfig, given: dict) -> dict[str, tuple]:
+    """Settings in ``given`` (name -> value, None = not given) that differ from the
+    checkpoint's ``saved`` run and would change its trajectory (:data:`TRAJECTORY`):
+    ``{name: (given, saved)}``."""
+    return {
+        name: (given[name], getattr(saved, name))
+        for name in TRAJECTORY
+        if given.get(name) is not None and given[name] != getattr(saved, name)
+    }
 
 
 class SimCLRObjective(nn.Module):
@@ -214,8 +233,10 @@ class Pretrainer:
     Parameters
     ----------
     bank : the slices to train on.
-    config : run settings; ignored (except ``steps``) when ``resume`` is given.
-    out : where checkpoints go (every ``checkpoint_every`` steps and at the end).
+    config : run settings; when ``resume`` is given only its :data:`RESUMABLE` ones are
+        used (``steps``, checkpoint and snapshot cadence), the rest come from the checkpoint.
+    out : where checkpoints go (every ``checkpoint_every`` steps, every
+        ``checkpoint_minutes`` and at the end).
     device : "auto", "cpu", "cuda", "mps" (under torchrun, each rank takes its GPU).
     init : a backbone or segmenter file whose backbone weights start the run.
     resume : a checkpoint written by a previous run, continued where it stopped.
@@ -240,7 +261,8 @@ class Pretrainer:
                 raise ModelFileError(f"{Path(resume).name} holds no training state to resume.")
             saved = PretrainConfig(**state["resume"]["config"])
             if config is not None:
-                saved.steps = config.steps
+                for name in RESUMABLE:
+                    setattr(saved, name, getattr(config, name))
             config = saved
         self.config = config or PretrainConfig()
         cfg = self.config
@@ -269,6 +291,8 @@ class Pretrainer:
             cfg.seed * 1000 + 500 + self.rank
         )
         self.step = 0
+        self.saved_step = -1  # the step of the last checkpoint written to ``out``
+        self.clock: Callable[[], float] = time.monotonic  # for time-based checkpoints
         self.loss_history: list[float] = []
         self.init_source = str(init) if init is not None else None
         if state is not None:
@@ -355,9 +379,25 @@ class Pretrainer:
         if path is None:
             raise ValueError("No output path for the checkpoint.")
         state = self.state_dict()  # every rank joins the RNG gather
-        if self.rank != 0:
-            return None
-        return atomic_torch_save(state, path)
+        written = atomic_torch_save(state, path) if self.rank == 0 else None
+        if path == self.out:
+            self.saved_step = self.step  # on every rank: they decide the final save alike
+        return written
+
+    def _checkpoint_due(self, last_save: float) -> bool:
+        """Every ``checkpoint_every`` steps, or ``checkpoint_minutes`` after the last save
+        (rank 0's clock decides for every rank, so all join the save's collectives)."""
+        cfg = self.config
+        if self.step % cfg.checkpoint_every == 0:
+            return True
+        if cfg.checkpoint_minutes <= 0:
+            return False
+        due = self.clock() - last_save >= 60 * cfg.checkpoint_minutes
+        if self.world > 1:
+            flag = torch.tensor([int(due)], device=self.device)
+            dist.broadcast(flag, 0)
+            due = bool(flag.item())
+        return due
 
     # -- training ------------------------------------------------------------------------
     def _train_step(self) -> float:
@@ -393,13 +433,15 @@ class Pretrainer:
     def steps(self, should_stop: Callable[[], bool] | None = None) -> Iterator[StepInfo]:
         """Train until ``config.steps`` (or ``should_stop()``), yielding after every step.
 
-        Checkpoints go to ``out`` every ``checkpoint_every`` steps and when the loop ends,
-        also when it is cancelled (at a step boundary, so the file is consistent).
+        Checkpoints go to ``out`` every ``checkpoint_every`` steps, at least every
+        ``checkpoint_minutes`` (by :attr:`clock`) and when the loop ends, also when it is
+        cancelled (at a step boundary, so the file is consistent).
         """
         cfg = self.config
         self.objective.train()
         rate = None
         consistent = False  # True when stopping at a step boundary (not mid-step)
+        last_save = self.clock()
         try:
             while self.step < cfg.steps:
                 if should_stop is not None and should_stop():
@@ -414,8 +456,9 @@ class Pretrainer:
                 self.loss_history.append(loss)
                 dt = time.perf_counter() - t0
                 rate = dt if rate is None else 0.9 * rate + 0.1 * dt
-                if self.out is not None and self.step % cfg.checkpoint_every == 0:
+                if self.out is not None and self._checkpoint_due(last_save):
                     self.save()
+                    last_save = self.clock()
                 if (
                     self.out is not None
                     and cfg.snapshot_every
@@ -439,7 +482,7 @@ class Pretrainer:
             consistent = True
         finally:
             # A failed or interrupted step leaves the last checkpoint as it was.
-            if consistent and self.out is not None and self.step % cfg.checkpoint_every:
+            if consistent and self.out is not None and self.step != self.saved_step:
                 self.save()
             release_memory(self.device)
 

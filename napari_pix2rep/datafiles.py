@@ -1,0 +1,91 @@
+"""What is an image and what is a label file: one rule for the reader, the CLI and the dock.
+
+A NIfTI file is a *label file* (a segmentation, not an image) when its name ends with
+``_gt``, ``_seg``, ``_label``, ``_labels`` or ``_mask`` just before ``.nii`` /
+``.nii.gz`` (any case), e.g. ``patient001_frame01_gt.nii.gz`` or ``heart_seg.nii``.
+The reader opens such files as labels layers (when their values are integers); pretraining
+never trains on them. No torch import.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+#: The end of a label file's name (see the module docstring).
+LABEL_NAME = re.compile(r"(_gt|_seg|_label|_labels|_mask)\.nii(\.gz)?$", re.IGNORECASE)
+
+#: The same rule as file-name globs, for messages and settings.
+LABEL_FILE_GLOBS = ("*_gt.nii*", "*_seg.nii*", "*_label.nii*", "*_labels.nii*", "*_mask.nii*")
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    """True when the name ends with ``.nii`` or ``.nii.gz`` (any case)."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_label_name(path: str | os.PathLike) -> bool:
+    """True when the file name marks a label file (``*_gt.nii.gz``, ``*_seg.nii`` ...)."""
+    return LABEL_NAME.search(Path(path).name) is not None
+
+
+@dataclass
+class TrainingFiles:
+    """NIfTI images to train on and the files left out, with why."""
+
+    images: list[Path]
+    labels: list[Path] = field(default_factory=list)  # skipped: named like label files
+    excluded: list[Path] = field(default_factory=list)  # skipped: matched an exclude glob
+
+    def summary(self) -> str:
+        """``"3 files (2 label files skipped: *_gt, *_seg, ... names; 1 matched --exclude)"``."""
+        skipped = []
+        if self.labels:
+            skipped.append(
+                f"{len(self.labels)} label file{'s' * (len(self.labels) != 1)} skipped "
+                "(named *_gt, *_seg, *_label(s) or *_mask)"
+            )
+        if self.excluded:
+            skipped.append(f"{len(self.excluded)} skipped by --exclude")
+        extra = f" ({'; '.join(skipped)})" if skipped else ""
+        return f"{len(self.images)} file{'s' * (len(self.images) != 1)}{extra}"
+
+
+def find_training_images(
+    inputs: Iterable[str | os.PathLike], exclude: Sequence[str] = ()
+) -> TrainingFiles:
+    """NIfTI images named in ``inputs`` or found under them (folders searched recursively).
+
+    Label files (:func:`is_label_name`) are always left out, and so are files whose name
+    or whole path matches an ``exclude`` glob. Raises ``FileNotFoundError`` for an input
+    that does not exist, ``ValueError`` when no image is left.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_nifti(f)))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"{p} does not exist.")
+    out = TrainingFiles([])
+    for f in dict.fromkeys(found):
+        if is_label_name(f):
+            out.labels.append(f)
+        elif any(fnmatch.fnmatch(f.name, g) or fnmatch.fnmatch(str(f), g) for g in exclude):
+            out.excluded.append(f)
+        else:
+            out.images.append(f)
+    if not out.images:
+        raise ValueError(
+            f"No NIfTI images found in the data given ({out.summary()}; label files and "
+            "--exclude matches are skipped)."
+        )
+    return out
