@@ -104,7 +104,12 @@ def _add_pretrain(sub) -> None:
         default=None,
         help="Pix2Rep InfoNCE (default) or Barlow Twins; simclr = image-level baseline.",
     )
-    p.add_argument("--steps", type=int, default=None, help="Total number of steps (1000).")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="Total number of steps (1000; on --resume the run's own).",
+    )
     p.add_argument(
         "--batch-size", type=int, default=None, help="Slices per step (per process, 8)."
     )

@@ -44,16 +44,17 @@ class TrainingFiles:
     excluded: list[Path] = field(default_factory=list)  # skipped: matched an exclude glob
 
     def summary(self) -> str:
-        """``"3 files (2 label files skipped: *_gt, *_seg, ... names; 1 matched --exclude)"``."""
+        """``"3 files (skipped: 2 label files named *_gt, *_seg, *_label(s) or *_mask,
+        1 matching --exclude)"``."""
         skipped = []
         if self.labels:
+            n = len(self.labels)
             skipped.append(
-                f"{len(self.labels)} label file{'s' * (len(self.labels) != 1)} skipped "
-                "(named *_gt, *_seg, *_label(s) or *_mask)"
+                f"{n} label file{'s' * (n != 1)} named *_gt, *_seg, *_label(s) or *_mask"
             )
         if self.excluded:
-            skipped.append(f"{len(self.excluded)} skipped by --exclude")
-        extra = f" ({'; '.join(skipped)})" if skipped else ""
+            skipped.append(f"{len(self.excluded)} matching --exclude")
+        extra = f" (skipped: {', '.join(skipped)})" if skipped else ""
         return f"{len(self.images)} file{'s' * (len(self.images) != 1)}{extra}"
 
 

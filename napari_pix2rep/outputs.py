@@ -53,9 +53,6 @@ _REASONS = {
 class OutputError(OSError):
     """An output that cannot be written, with one sentence saying which and why."""
 
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "Cannot write the output."
-
 
 def host_name() -> str:
     """This machine's name as used in temp and lock file names (letters, digits, dashes)."""
@@ -249,9 +246,10 @@ class OutputLock:
 
     def _holder(self) -> dict | None:
         try:
-            return json.loads(self.lock.read_text())
+            holder = json.loads(self.lock.read_text())
         except (OSError, ValueError):
             return None
+        return holder if isinstance(holder, dict) else None
 
     def _stale(self, holder: dict | None) -> bool:
         if holder is None:  # unreadable: a lock being written now, or a crash while writing
@@ -276,13 +274,13 @@ class OutputLock:
                 holder = self._holder()
                 if not self._stale(holder):
                     who = (
-                        f"process {holder.get('pid')} on {holder.get('host')} since "
-                        f"{holder.get('time')}"
+                        f" (process {holder.get('pid')} on {holder.get('host')} since "
+                        f"{holder.get('time')})"
                         if holder
-                        else "another run"
+                        else ""
                     )
                     raise OutputError(
-                        f"{self.path} is being written by another run ({who}); wait for it "
+                        f"{self.path} is being written by another run{who}; wait for it "
                         f"to finish or choose another output file (if that run is gone, "
                         f"delete {self.lock})."
                     ) from None

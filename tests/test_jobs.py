@@ -76,6 +76,7 @@ def test_pretrain_job_reads_folders_skips_labels_and_stops(tmp_path):
     )
     loading = [p for p in seen if p.stage == "loading"]
     assert loading[-1].step == loading[-1].total == 2  # the layer and a.nii.gz, not a_gt
+    assert "1 file (skipped: 1 label file named *_gt" in loading[0].message  # as the CLI
     assert all(isinstance(p, JobProgress) for p in seen)
     steps = [p for p in seen if p.stage == "pretrain"]
     assert steps[-1].step == 3 and steps[-1].loss is not None and steps[-1].eta_s >= 0
@@ -83,6 +84,20 @@ def test_pretrain_job_reads_folders_skips_labels_and_stops(tmp_path):
     state = torch.load(out, weights_only=True)
     assert state["meta"]["steps"] == 3
     assert state["meta"]["data"] == ["layer:layer", str(tmp_path / "data" / "a.nii.gz")]
+
+
+def test_pretrain_job_checks_and_locks_its_output_first(tmp_path):
+    from napari_pix2rep.outputs import OutputError, OutputLock
+
+    ph = make_phantom(n_slices=2, size=(48, 48), seed=2)
+    volumes = [(ph.image, ph.spacing, "layer")]
+    with pytest.raises(OutputError, match="is a folder"):
+        next(pretrain_job(volumes, out=tmp_path, config=TINY, device="cpu"))
+    out = tmp_path / "bb.pt"
+    with OutputLock(out), pytest.raises(OutputError, match="being written by another run"):
+        next(pretrain_job(volumes, out=out, config=TINY, device="cpu"))
+    _, result = drive(pretrain_job(volumes, out=out, config={**TINY, "steps": 1}, device="cpu"))
+    assert result.path == out and not (tmp_path / "bb.pt.lock").exists()
 
 
 def test_pretrain_job_needs_data(tmp_path):

@@ -393,7 +393,7 @@ def test_one_rule_for_label_files(tmp_path):
     found = find_training_images([tmp_path])
     assert [f.name for f in found.images] == ["a.nii.gz", "f_gt_crop.nii.gz", "seg_notes.nii.gz"]
     assert len(found.labels) == 5
-    assert found.summary().startswith("3 files (5 label files skipped")
+    assert found.summary().startswith("3 files (skipped: 5 label files")
     integral = np.zeros((2, 2, 2), np.float32)  # labels by name only
     for n in names:  # the reader opens exactly these as labels layers
         assert is_label_file(n, integral) == is_label_name(n), n
@@ -403,7 +403,7 @@ def test_pretrain_cli_skips_label_files_and_says_so(data, tmp_path, capsys):
     out = tmp_path / "bb.pt"
     assert main(pretrain_args(data, out, "--steps", "1")) == 0
     log = capsys.readouterr().out
-    assert "1 file (1 label file skipped" in log, log
+    assert "1 file (skipped: 1 label file named *_gt" in log, log
     assert torch.load(out, weights_only=True)["meta"]["data"] == [str(data / "a.nii.gz")]
 
 

@@ -1,6 +1,6 @@
 """Pretrain tab: Pix2Rep pretraining on open images and/or a folder, in the background.
 
-Library calls: ``jobs.pretrain_job`` (``slices.prepare_slices`` / ``find_nifti``, then
+Library calls: ``jobs.pretrain_job`` (``datafiles.find_training_images``, then
 ``pretrain.Pretrainer.steps``, which checkpoints atomically to the chosen file) in a
 worker; Pause/Resume pause the worker between steps; Cancel stops at the next step and
 the run's checkpoint is saved there.
@@ -82,8 +82,8 @@ class PretrainPanel(QWidget):
         self.folder_button = QPushButton("Folder…")
         folder_row.addWidget(self.folder_edit)
         folder_row.addWidget(self.folder_button)
-        self.exclude_edit = QLineEdit(settings.get("pretrain/exclude", "*_gt.nii*, *_seg.nii*"))
-        self.exclude_edit.setToolTip("File-name patterns to skip in the folder (label files)")
+        self.exclude_edit = QLineEdit(settings.get("pretrain/exclude", ""))
+        self.exclude_edit.setToolTip("More file-name patterns to skip (label files are always)")
         dl.addWidget(QLabel("Open images"))
         dl.addWidget(self.layer_list)
         dl.addLayout(folder_row)
