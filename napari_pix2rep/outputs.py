@@ -292,8 +292,12 @@ class OutputLock:
                 continue
             except OSError as e:
                 raise OutputError(f"Cannot lock {self.path}: {write_reason(e)}.") from None
-            with os.fdopen(fd, "w") as fh:
-                fh.write(mine)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(mine)
+            except OSError as e:
+                self.lock.unlink(missing_ok=True)
+                raise OutputError(f"Cannot lock {self.path}: {write_reason(e)}.") from None
             self._mine = mine
             return self
         raise OutputError(f"Cannot lock {self.path}: another run took the lock first.")
