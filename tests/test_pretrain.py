@@ -182,3 +182,19 @@ def test_the_shipped_backbone_loads():
     with torch.no_grad():
         f = net(torch.randn(1, 1, 64, 64))
     assert f.shape == (1, net.config.out_channels, 64, 64) and torch.isfinite(f).all()
+
+
+def test_resume_takes_the_trajectory_from_the_file_and_the_cadence_from_the_caller(bank, tmp_path):
+    from napari_pix2rep.pretrain import resume_conflicts
+
+    out = tmp_path / "r.pt"
+    Pretrainer(bank, _cfg(steps=2, lr=1e-3), out=out, device="cpu").run()
+    asked = _cfg(steps=4, lr=5e-4, checkpoint_every=1, checkpoint_minutes=0.5, snapshot_every=2)
+    resumed = Pretrainer(bank, asked, out=out, device="cpu", resume=out)
+    cfg = resumed.config
+    assert cfg.lr == 1e-3 and cfg.steps == 4  # the run's lr, the caller's end
+    assert (cfg.checkpoint_every, cfg.checkpoint_minutes, cfg.snapshot_every) == (1, 0.5, 2)
+    saved = PretrainConfig(**load_model_file(out)["resume"]["config"])
+    assert resume_conflicts(saved, {"lr": 5e-4, "seed": None, "batch_size": 4}) == {
+        "lr": (5e-4, 1e-3)
+    }
