@@ -113,22 +113,24 @@ def pretrain_job(
     exclude: Sequence[str] = LABEL_FILE_GLOBS,
     should_stop: StopCheck = _never,
 ) -> Generator[JobProgress, None, PretrainResult]:
-    """Pretrain a backbone on open volumes ``(data, spacing, name)`` and NIfTI ``inputs``.
+    """Pretrain a backbone on open volumes ``(data, spacing, name)`` and image ``inputs``.
 
-    ``inputs`` are files or folders (searched recursively, ``exclude`` globs skipped).
+    ``inputs`` are NIfTI files, DICOM series or folders (searched recursively, ``exclude``
+    globs skipped).
     The checkpoint goes to ``out`` atomically, every ``config.checkpoint_every`` steps and
     when the run ends or is stopped. Returns a :class:`PretrainResult` (``path`` None when
     stopped before the first step).
     """
     from .device import resolve_device
+    from .images import find_images, read_image
     from .pretrain import PretrainConfig, Pretrainer
-    from .slices import SliceBank, find_nifti, prepare_slices
+    from .slices import SliceBank, prepare_slices
 
     t0 = time.perf_counter()
     cfg = config if isinstance(config, PretrainConfig) else PretrainConfig(**(config or {}))
     dev = resolve_device(device)
     with cpu_threads(dev):
-        files = find_nifti(inputs, exclude) if inputs else []
+        files = find_images(inputs, exclude) if inputs else []
         if not volumes and not files:
             raise ValueError("No data to pretrain on: choose image layers or a folder.")
         total = len(volumes) + len(files)
@@ -140,10 +142,8 @@ def pretrain_job(
             yield JobProgress("loading", i + 1, total, message=f"Prepared {name}")
             if should_stop():
                 return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
-        from .nifti import read_nifti
-
         for j, f in enumerate(files):
-            vol = read_nifti(f, kind="image")
+            vol = read_image(f, kind="image")
             slices.extend(prepare_slices(vol.data, vol.spacing, cfg.preprocess))
             sources.append(str(f))
             yield JobProgress("loading", len(volumes) + j + 1, total, message=f"Read {f.name}")

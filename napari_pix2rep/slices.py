@@ -1,4 +1,4 @@
-"""Slices for pretraining: find NIfTI files, prepare every slice of every frame, crop.
+"""Slices for pretraining: prepare every slice of every frame of each image, crop.
 
 Each file is read, normalised per 3D volume (each frame of a cine on its own) and
 resampled in-plane to the model's spacing once; training then draws random slices and
@@ -7,47 +7,14 @@ random ``crop x crop`` windows from memory.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from .preprocess import PreprocessConfig, model_size, normalize_intensity, resample
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def is_nifti(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def find_nifti(inputs: Iterable[str | os.PathLike], exclude: Sequence[str] = ()) -> list[Path]:
-    """NIfTI files named in ``inputs`` or found under them (folders searched recursively).
-
-    ``exclude`` globs are matched against the file name and the whole path. Raises
-    ``FileNotFoundError`` for an input that does not exist, ``ValueError`` if none is left.
-    """
-    found: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_nifti(f)))
-        elif p.is_file():
-            found.append(p)
-        else:
-            raise FileNotFoundError(f"{p} does not exist.")
-
-    def excluded(f: Path) -> bool:
-        return any(fnmatch.fnmatch(f.name, g) or fnmatch.fnmatch(str(f), g) for g in exclude)
-
-    files = [f for f in dict.fromkeys(found) if not excluded(f)]
-    if not files:
-        raise ValueError("No NIfTI images found in the data given (after --exclude).")
-    return files
 
 
 def prepare_slices(
@@ -82,11 +49,11 @@ class SliceBank:
         cfg: PreprocessConfig,
         progress: Callable[[int, int], None] | None = None,
     ) -> SliceBank:
-        from .nifti import read_nifti
+        from .images import read_image
 
         slices: list[torch.Tensor] = []
         for i, f in enumerate(files):
-            vol = read_nifti(f)
+            vol = read_image(f)
             slices.extend(prepare_slices(vol.data, vol.spacing, cfg))
             if progress is not None:
                 progress(i + 1, len(files))

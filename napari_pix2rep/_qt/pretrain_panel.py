@@ -1,6 +1,6 @@
 """Pretrain tab: Pix2Rep pretraining on open images and/or a folder, in the background.
 
-Library calls: ``jobs.pretrain_job`` (``slices.prepare_slices`` / ``find_nifti``, then
+Library calls: ``jobs.pretrain_job`` (``slices.prepare_slices`` / ``images.find_images``, then
 ``pretrain.Pretrainer.steps``, which checkpoints atomically to the chosen file) in a
 worker; Pause/Resume pause the worker between steps; Cancel stops at the next step and
 the run's checkpoint is saved there.
