@@ -80,7 +80,7 @@ def _choose(series: list[SeriesInfo], where: str, pick: str | None) -> SeriesInf
         chosen = [s for s in series if pick in (s.uid, s.number)]
         if not chosen:
             listed = ", ".join(s.summary() for s in series)
-            raise DicomError(f"{where} holds no series {pick!r}; it holds {listed}.")
+            raise DicomError(f"There is no series {pick!r} in {where}, only {listed}.")
         if len(chosen) > 1:
             raise DicomError(
                 f"Several series in {where} have number {pick}; give the SeriesInstanceUID."
@@ -88,7 +88,7 @@ def _choose(series: list[SeriesInfo], where: str, pick: str | None) -> SeriesInf
         return chosen[0]
     if len(series) > 1:
         listed = "; ".join(s.summary() for s in series)
-        raise DicomError(f"{where} holds {len(series)} DICOM series: {listed}; {_PICK}.")
+        raise DicomError(f"Found {len(series)} DICOM series in {where}: {listed}; {_PICK}.")
     return series[0]
 
 
@@ -306,7 +306,7 @@ def read_dicom(
     non_image = sum(s.non_image for s in found)
     if not with_images:
         raise DicomError(
-            f"{where} holds no DICOM images ({non_dicom} non-DICOM files and {non_image} "
+            f"Found no DICOM images in {where} ({non_dicom} non-DICOM files and {non_image} "
             "DICOM files without image data skipped)."
         )
     info = _choose(with_images, where, series)
