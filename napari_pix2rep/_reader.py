@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .dicom import read_dicom
 from .images import is_dicom_source, read_image
 from .nifti import Volume, is_nifti_path, nifti_stem, volume_metadata
 from .session import BASE_COLORS
@@ -69,8 +70,14 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     """Read NIfTI file(s) or DICOM series into layer-data tuples (``NiftiError`` or
     ``DicomError`` for bad input, with one sentence)."""
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    files = [p for p in paths if not is_nifti_path(p) and os.path.isfile(p)]
     layers = []
+    if files:  # DICOM files dropped together: each stands for its series, so read once
+        vol = read_dicom(files)
+        layers.append(layer_data(vol, labels=False, name=vol.name))
     for p in paths:
+        if p in files:
+            continue
         vol = read_image(p, kind="auto")
         name = nifti_stem(p) if is_nifti_path(p) else vol.name
         layers.append(layer_data(vol, labels=vol.is_labels, name=name))

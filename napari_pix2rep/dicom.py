@@ -92,6 +92,10 @@ def _choose(series: list[SeriesInfo], where: str, pick: str | None) -> SeriesInf
     return series[0]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _check_uniform(images: list[ImageHeader], uid: str) -> None:
     """Localizers mixed in, multi-frame files, mixed matrix sizes / pixel spacings."""
     loc = [im for im in images if im.localizer]
@@ -109,14 +113,15 @@ def _check_uniform(images: list[ImageHeader], uid: str) -> None:
         )
     for what, key, unit in (
         ("matrix sizes", lambda im: (im.rows, im.columns), "rows x columns"),
-        ("pixel spacings", lambda im: im.pixel_spacing, "mm"),
+        ("pixel spacings", lambda im: tuple(round(v, 4) for v in im.pixel_spacing or ()), "mm"),
     ):
         kinds: dict = {}
         for im in images:
             kinds.setdefault(key(im), []).append(im)
         if len(kinds) > 1:
             parts = ", ".join(
-                f"{len(v)} images of {' x '.join(map(str, k)) if k else 'none'} ({v[0].path.name})"
+                f"{_count(len(v), 'image')} of {' x '.join(map(str, k)) if k else 'none'} "
+                f"({v[0].path.name})"
                 for k, v in kinds.items()
             )
             raise DicomError(f"Series {uid} has mixed {what} ({unit}): {parts}.")

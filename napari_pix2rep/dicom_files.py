@@ -92,7 +92,6 @@ class SeriesInfo:
     description: str
     number: str
     patient: str
-    modality: str
     images: list[ImageHeader] = field(default_factory=list)
     non_image: int = 0  # files of this series without pixel data (skipped)
 
@@ -239,7 +238,6 @@ def _scan(inputs: list[Path]) -> tuple[list[SeriesInfo], int]:
                 description=str(ds.get("SeriesDescription", "") or "").strip(),
                 number=str(ds.get("SeriesNumber", "") or "").strip(),
                 patient=str(ds.get("PatientName", "") or ds.get("PatientID", "") or "").strip(),
-                modality=str(ds.get("Modality", "") or ""),
             )
         if _has_image(f, ds):
             info.images.append(_image_header(f, ds))

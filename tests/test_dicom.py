@@ -190,7 +190,7 @@ def test_mixed_matrix_sizes(tmp_path):
     write_series(folder, unique_values(1, 1, 4, 4), uid="1.8", origin=(0, 0, 90), prefix="b")
     with pytest.raises(DicomError, match=r"mixed matrix sizes \(rows x columns\): ") as err:
         read_dicom(folder)
-    assert "4 images of 6 x 5" in str(err.value) and "1 images of 4 x 4" in str(err.value)
+    assert "4 images of 6 x 5" in str(err.value) and "1 image of 4 x 4" in str(err.value)
 
 
 def test_localizer_mixed_in(tmp_path):
@@ -425,3 +425,22 @@ def test_sunnybrook_convert_command(sunnybrook, tmp_path, capsys):
     assert img.shape == (256, 256, 12, 20)
     assert img.header.get_xyzt_units() == ("mm", "sec")
     np.testing.assert_array_equal(img.affine, read_dicom(sunnybrook).affine)
+
+
+def test_mixed_pixel_spacing_and_multi_frame_files(tmp_path):
+    folder = tmp_path / "s"
+    write_series(folder, unique_values(1, NZ, ROWS, COLS), uid="1.3")
+    write_series(
+        folder,
+        unique_values(1, 1, ROWS, COLS, 1),
+        uid="1.3",
+        origin=(0, 0, 90),
+        prefix="b",
+        pixel_spacing=(0.9, 0.9),
+    )
+    with pytest.raises(DicomError, match=r"mixed pixel spacings \(mm\): .*1 image of 0.9 x 0.9"):
+        read_dicom(folder)
+    multi = tmp_path / "m"
+    write_series(multi, unique_values(1, 2, ROWS, COLS), overrides={"NumberOfFrames": 2})
+    with pytest.raises(DicomError, match="is a multi-frame .enhanced. DICOM file with 2 frames"):
+        read_dicom(multi)

@@ -188,3 +188,9 @@ def test_find_images_lists_each_series_once(cine, tmp_path):
 
     found = find_images([cine["root"]], exclude=["*.nii.gz"])
     assert len(found) == 1 and Path(found[0]).parent == cine["folder"]
+
+
+def test_reader_reads_dicom_files_dropped_together_once(cine):
+    files = sorted(str(p) for p in cine["folder"].iterdir())[:5]
+    layers = get_reader(files)(files)
+    assert len(layers) == 1 and layers[0][0].shape == (3, 6, 64, 64)
