@@ -481,11 +481,11 @@ def _cmd_convert(args) -> int:
     s = vol.series
     shape = " x ".join(map(str, vol.shape[-2:]))
     frames = f"{vol.n_frames} phases x " if vol.is_4d else ""
+    desc = f" '{s.description}'" if s.description else ""
     skipped = f"; {vol.skipped} other files skipped" if vol.skipped else ""
     print(
         f"{args.out}: {frames}{vol.n_slices} slices of {shape} pixels, spacing "
-        f"{', '.join(f'{v:g}' for v in vol.spacing)} (series {s.number} "
-        f"'{s.description}', {s.uid}{skipped})."
+        f"{', '.join(f'{v:g}' for v in vol.spacing)} (series {s.number}{desc}, {s.uid}{skipped})."
     )
     return 0
 

@@ -444,3 +444,15 @@ def test_mixed_pixel_spacing_and_multi_frame_files(tmp_path):
     write_series(multi, unique_values(1, 2, ROWS, COLS), overrides={"NumberOfFrames": 2})
     with pytest.raises(DicomError, match="is a multi-frame .enhanced. DICOM file with 2 frames"):
         read_dicom(multi)
+
+
+def test_slices_rotated_in_plane(tmp_path):
+    folder = tmp_path / "s"
+    rot = rotation(3)
+    turned = np.stack([rot[1], -rot[0], rot[2]])  # same normal, rows and columns turned
+    write_series(folder, unique_values(1, NZ, ROWS, COLS), uid="1.2", orientation=rot)
+    write_series(
+        folder, unique_values(1, 1, ROWS, COLS, 1), uid="1.2", orientation=turned, prefix="b"
+    )
+    with pytest.raises(DicomError, match="are rotated in plane against each other: 1 of 5"):
+        read_dicom(folder)
