@@ -1,9 +1,12 @@
-"""npe2 reader: open ``.nii`` / ``.nii.gz`` as napari layers that keep the NIfTI header.
+"""npe2 reader: open NIfTI files and DICOM series as napari layers that keep the geometry.
 
-Images become ``image`` layers (float32, grey, 0.5-99.5 percentile contrast) and label
-maps (see :func:`napari_pix2rep.nifti.is_label_file`) ``labels`` layers with integer data.
-Each layer's ``scale`` is the voxel spacing and its ``metadata`` carries the header, so it
-can be saved back with the same geometry. No torch import.
+``.nii`` / ``.nii.gz`` images become ``image`` layers (float32, grey, 0.5-99.5 percentile
+contrast) and label maps (see :func:`napari_pix2rep.nifti.is_label_file`) ``labels``
+layers with integer data. A DICOM series (a folder, or one ``.dcm`` / ``.ima`` file of it)
+becomes one ``image`` layer, 4D ``(t, z, y, x)`` for a cine, named after the patient and
+series. Each layer's ``scale`` is the voxel spacing and its ``metadata`` carries a NIfTI
+header (for DICOM: the converted affine), so it can be saved back with the same geometry.
+Deciding on a folder opens only a few of its files. No torch import.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .nifti import Volume, is_nifti_path, nifti_stem, read_nifti, volume_metadata
+from .dicom import read_dicom
+from .images import is_dicom_source, read_image
+from .nifti import Volume, is_nifti_path, nifti_stem, volume_metadata
 from .session import BASE_COLORS
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -22,10 +27,14 @@ PathLike = str | os.PathLike[str]
 
 
 def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerData]] | None:
-    """Return a reader for NIfTI paths (one or a list, all ``.nii``/``.nii.gz``), else None."""
+    """Return a reader when every path is a NIfTI file or a DICOM series (folder or file)."""
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
-    if not paths or not all(is_nifti_path(p) and not os.path.isdir(p) for p in paths):
+    if not paths:
         return None
+    for p in paths:
+        nifti = is_nifti_path(p) and not os.path.isdir(p)
+        if not nifti and not is_dicom_source(p):
+            return None
     return read_layers
 
 
@@ -58,10 +67,18 @@ def layer_data(vol: Volume, *, labels: bool, name: str | None = None) -> LayerDa
 
 
 def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
-    """Read NIfTI file(s) into layer-data tuples; a bad file raises ``NiftiError``."""
+    """Read NIfTI file(s) or DICOM series into layer-data tuples (``NiftiError`` or
+    ``DicomError`` for bad input, with one sentence)."""
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    files = [p for p in paths if not is_nifti_path(p) and os.path.isfile(p)]
     layers = []
+    if files:  # DICOM files dropped together: each stands for its series, so read once
+        vol = read_dicom(files)
+        layers.append(layer_data(vol, labels=False, name=vol.name))
     for p in paths:
-        vol = read_nifti(p, kind="auto")
-        layers.append(layer_data(vol, labels=vol.is_labels, name=nifti_stem(p)))
+        if p in files:
+            continue
+        vol = read_image(p, kind="auto")
+        name = nifti_stem(p) if is_nifti_path(p) else vol.name
+        layers.append(layer_data(vol, labels=vol.is_labels, name=name))
     return layers

@@ -89,7 +89,9 @@ class _StopFlag:
 # -- pretrain ----------------------------------------------------------------------------
 def _add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="Pix2Rep self-supervised pretraining of a backbone.")
-    p.add_argument("data", nargs="+", metavar="DATA", help="NIfTI files or folders (recursive).")
+    p.add_argument(
+        "data", nargs="+", metavar="DATA", help="NIfTI files, DICOM series or folders (recursive)."
+    )
     p.add_argument("--out", required=True, metavar="BACKBONE.pt", help="Checkpoint to write.")
     # None = not given: a new run takes the default, a resumed one its checkpoint's value
     p.add_argument(
@@ -301,10 +303,10 @@ def _add_train(sub) -> None:
 def _load_pair(image_path: str, labels_path: str):
     import numpy as np
 
-    from .nifti import read_nifti
+    from .images import read_image
 
-    image = read_nifti(image_path, kind="image")
-    labels = read_nifti(labels_path, kind="labels")
+    image = read_image(image_path, kind="image")
+    labels = read_image(labels_path, kind="labels")
     if labels.shape != image.shape:
         raise CliError(
             f"{labels_path}: the labels {labels.shape} are not on the grid of "
@@ -412,14 +414,14 @@ def _predict_targets(images: Sequence[str], out_dir, uncertainty: bool) -> dict[
     (names compared ignoring case) or an output would replace an input."""
     from pathlib import Path
 
-    from .nifti import nifti_stem
+    from .images import image_stem
 
     inputs = {}
     for image in images:
         inputs.setdefault(os.path.realpath(image), image)
     targets, by_name = {}, {}
     for image in inputs.values():
-        stem = nifti_stem(image)
+        stem = image_stem(image)
         targets[image] = (
             Path(out_dir) / f"{stem}_seg.nii.gz",
             Path(out_dir) / f"{stem}_uncertainty.nii.gz" if uncertainty else None,
@@ -447,7 +449,8 @@ def _predict_targets(images: Sequence[str], out_dir, uncertainty: bool) -> dict[
 
 @_sigterm_interrupts
 def _cmd_predict(args) -> int:
-    from .nifti import read_nifti, write_nifti
+    from .images import read_image
+    from .nifti import write_nifti
     from .outputs import check_output_dir
     from .predict import DEFAULT_CLEANUP, predict_volume
     from .segment import Segmenter
@@ -458,7 +461,7 @@ def _cmd_predict(args) -> int:
     cleanup = DEFAULT_CLEANUP if args.cleanup is None else args.cleanup
     for path, (target, unc_target) in targets.items():
         t0 = time.perf_counter()
-        vol = read_nifti(path, kind="image")
+        vol = read_image(path, kind="image")  # a DICOM series is named patient_description
         pred = predict_volume(seg, vol.data, vol.spacing, device=args.device, cleanup=cleanup)
         write_nifti(target, pred.labels, vol, kind="labels")
         if unc_target is not None:
@@ -521,6 +524,8 @@ def _add_measure(sub) -> None:
         help="One 4D segmentation, or the ED and ES 3D segmentations.",
     )
     p.add_argument("--json", action="store_true")
+    p.add_argument("--ed", type=int, metavar="N", help="4D: end-diastolic frame (0-based).")
+    p.add_argument("--es", type=int, metavar="N", help="4D: end-systolic frame (0-based).")
     p.set_defaults(func=_cmd_measure)
 
 
@@ -528,15 +533,18 @@ def _add_measure(sub) -> None:
 def _cmd_measure(args) -> int:
     import json
 
+    from .images import read_image
     from .metrics import cardiac_measures, cine_measures, structure_volumes, volume_curve
-    from .nifti import read_nifti
 
-    vols = [read_nifti(s, kind="labels") for s in args.segs]
+    vols = [read_image(s, kind="labels") for s in args.segs]
     out: dict = {}
+    given = (args.ed, args.es) != (None, None)
+    if given and not (len(vols) == 1 and vols[0].is_4d):
+        raise CliError("--ed and --es pick frames of one 4D segmentation.")
     if len(vols) == 1 and vols[0].is_4d:
         v = vols[0]
         spatial = v.spacing[1:]
-        out["measures"] = cine_measures(v.data, spatial).to_dict()
+        out["measures"] = cine_measures(v.data, spatial, ed=args.ed, es=args.es).to_dict()
         out["curve"] = volume_curve(v.data, spatial)
     elif len(vols) == 2 and not any(v.is_4d for v in vols):
         a, b = vols
@@ -558,7 +566,8 @@ def _cmd_measure(args) -> int:
         if "ed" in out:
             print(f"ED: {out['ed']}\nES: {out['es']}")
         elif m.get("ed_frame") is not None:
-            print(f"ED frame {m['ed_frame']}, ES frame {m['es_frame']}")
+            how = "given" if given else "largest and smallest LV volume"
+            print(f"ED frame {m['ed_frame']}, ES frame {m['es_frame']} ({how})")
         print(f"LV  EDV {m['LV_EDV']:.1f} mL  ESV {m['LV_ESV']:.1f} mL  EF {m['LV_EF']:.1f} %")
         print(f"RV  EDV {m['RV_EDV']:.1f} mL  ESV {m['RV_ESV']:.1f} mL  EF {m['RV_EF']:.1f} %")
         print(f"Myocardial mass {m['MYO_mass']:.1f} g")
@@ -567,6 +576,44 @@ def _cmd_measure(args) -> int:
     else:
         v = out["volumes"]
         print(f"LV {v['LV_ml']:.1f} mL, RV {v['RV_ml']:.1f} mL, MYO {v['MYO_ml']:.1f} mL")
+    return 0
+
+
+# -- convert -----------------------------------------------------------------------------
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="DICOM series -> NIfTI (4D cine or 3D).")
+    p.add_argument(
+        "series",
+        nargs="+",
+        metavar="SERIES",
+        help="Folders and/or DICOM files that together hold one series (a file stands for "
+        "its whole series in its folder).",
+    )
+    p.add_argument("--out", required=True, metavar="OUT.nii.gz")
+    p.add_argument(
+        "--series",
+        dest="pick",
+        metavar="UID",
+        help="SeriesInstanceUID or series number, when the inputs hold several series.",
+    )
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args) -> int:
+    from .dicom import read_dicom
+    from .nifti import write_nifti
+
+    vol = read_dicom(args.series, series=args.pick)
+    write_nifti(args.out, vol.data, vol, kind="image")
+    s = vol.series
+    shape = " x ".join(map(str, vol.shape[-2:]))
+    frames = f"{vol.n_frames} phases x " if vol.is_4d else ""
+    desc = f" '{s.description}'" if s.description else ""
+    skipped = f"; {vol.skipped} other files skipped" if vol.skipped else ""
+    print(
+        f"{args.out}: {frames}{vol.n_slices} slices of {shape} pixels, spacing "
+        f"{', '.join(f'{v:g}' for v in vol.spacing)} (series {s.number}{desc}, {s.uid}{skipped})."
+    )
     return 0
 
 
@@ -593,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_pretrain, _add_train, _add_predict, _add_evaluate, _add_measure, _add_gui):
         add(sub)
+    _add_convert(sub)
     return parser
 
 

@@ -61,17 +61,26 @@ class TrainingFiles:
 def find_training_images(
     inputs: Iterable[str | os.PathLike], exclude: Sequence[str] = ()
 ) -> TrainingFiles:
-    """NIfTI images named in ``inputs`` or found under them (folders searched recursively).
+    """Images named in ``inputs`` or found under them (folders searched recursively).
 
+    NIfTI files are listed themselves; each DICOM series once, as its first file in each
+    folder (which :func:`napari_pix2rep.images.read_image` reads as the whole series).
     Label files (:func:`is_label_name`) are always left out, and so are files whose name
     or whole path matches an ``exclude`` glob. Raises ``FileNotFoundError`` for an input
     that does not exist, ``ValueError`` when no image is left.
     """
+    from .dicom_files import scan_series
+
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_nifti(f)))
+            for info in scan_series(p)[0]:
+                by_folder: dict[Path, Path] = {}
+                for im in info.images:
+                    by_folder.setdefault(im.path.parent, im.path)
+                found.extend(sorted(by_folder.values()))
         elif p.is_file():
             found.append(p)
         else:
@@ -86,7 +95,7 @@ def find_training_images(
             out.images.append(f)
     if not out.images:
         raise ValueError(
-            f"No NIfTI images found in the data given ({out.summary()}; label files and "
-            "--exclude matches are skipped)."
+            f"No NIfTI images or DICOM series found in the data given ({out.summary()}; "
+            "label files and --exclude matches are skipped)."
         )
     return out

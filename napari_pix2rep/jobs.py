@@ -109,9 +109,9 @@ def pretrain_job(
     exclude: Sequence[str] = (),
     should_stop: StopCheck = _never,
 ) -> Generator[JobProgress, None, PretrainResult]:
-    """Pretrain a backbone on open volumes ``(data, spacing, name)`` and NIfTI ``inputs``.
+    """Pretrain a backbone on open volumes ``(data, spacing, name)`` and image ``inputs``.
 
-    ``inputs`` are files or folders (searched recursively; label files, see
+    ``inputs`` are NIfTI files, DICOM series or folders (searched recursively; label files, see
     :mod:`napari_pix2rep.datafiles`, and ``exclude`` globs skipped). ``out`` is checked
     and locked before any work (one run per file); the checkpoint goes there atomically,
     every ``config.checkpoint_every`` steps or ``config.checkpoint_minutes``, and when the
@@ -158,10 +158,10 @@ def _pretrain(
         yield JobProgress("loading", i + 1, total, message=f"Prepared {name}")
         if should_stop():
             return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
-    from .nifti import read_nifti
+    from .images import read_image
 
     for j, f in enumerate(files):
-        vol = read_nifti(f, kind="image")
+        vol = read_image(f, kind="image")
         slices.extend(prepare_slices(vol.data, vol.spacing, cfg.preprocess))
         sources.append(str(f))
         yield JobProgress("loading", len(volumes) + j + 1, total, message=f"Read {f.name}")

@@ -87,11 +87,31 @@ def volume_curve(labels4d: np.ndarray, spacing: Sequence[float]) -> list[dict[st
     return [structure_volumes(frame, spacing) for frame in labels4d]
 
 
-def cine_measures(labels4d: np.ndarray, spacing: Sequence[float]) -> CardiacMeasures:
-    """Measures from a 4D segmentation: ED = frame of largest LV, ES = of smallest LV."""
-    curve = volume_curve(labels4d, spacing)
-    lv = [c["LV_ml"] for c in curve]
-    ed, es = int(np.argmax(lv)), int(np.argmin(lv))
+def ed_es_frames(labels4d: np.ndarray, spacing: Sequence[float]) -> tuple[int, int]:
+    """End-diastolic and end-systolic frames of a ``(t, z, y, x)`` segmentation without an
+    Info.cfg: the frames of largest and smallest LV cavity volume (the first on ties).
+
+    ``spacing`` is the spatial ``(z, y, x)`` spacing in mm."""
+    lv = [c["LV_ml"] for c in volume_curve(labels4d, spacing)]
+    return int(np.argmax(lv)), int(np.argmin(lv))
+
+
+def cine_measures(
+    labels4d: np.ndarray,
+    spacing: Sequence[float],
+    ed: int | None = None,
+    es: int | None = None,
+) -> CardiacMeasures:
+    """Measures from a 4D ``(t, z, y, x)`` segmentation; ``spacing`` is the spatial
+    ``(z, y, x)`` spacing. ED and ES default to :func:`ed_es_frames`; either can be given."""
+    n = len(labels4d)
+    for what, frame in (("ED", ed), ("ES", es)):
+        if frame is not None and not 0 <= frame < n:
+            raise ValueError(f"The {what} frame {frame} is not among the frames 0 to {n - 1}.")
+    if ed is None or es is None:
+        auto_ed, auto_es = ed_es_frames(labels4d, spacing)
+        ed = auto_ed if ed is None else ed
+        es = auto_es if es is None else es
     m = cardiac_measures(labels4d[ed], labels4d[es], spacing)
     m.ed_frame, m.es_frame = ed, es
     return m

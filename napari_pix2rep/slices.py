@@ -1,4 +1,4 @@
-"""Slices for pretraining: prepare every slice of every frame, crop.
+"""Slices for pretraining: prepare every slice of every frame of each image, crop.
 
 Each file is read, normalised per 3D volume (each frame of a cine on its own) and
 resampled in-plane to the model's spacing once; training then draws random slices and
@@ -49,11 +49,11 @@ class SliceBank:
         cfg: PreprocessConfig,
         progress: Callable[[int, int], None] | None = None,
     ) -> SliceBank:
-        from .nifti import read_nifti
+        from .images import read_image
 
         slices: list[torch.Tensor] = []
         for i, f in enumerate(files):
-            vol = read_nifti(f)
+            vol = read_image(f)
             slices.extend(prepare_slices(vol.data, vol.spacing, cfg))
             if progress is not None:
                 progress(i + 1, len(files))

@@ -163,3 +163,17 @@ def test_segment_job_stops_between_steps(quick_backbone):
     )
     assert result.cancelled and result.prediction is None
     assert seen[-1].stage == "probe" and seen[-1].step == 2
+
+
+def test_pretrain_job_reads_dicom_series_in_a_folder(tmp_path):
+    from dicom_series import write_series
+
+    ph = make_phantom(n_slices=4, size=(64, 64), n_frames=2, seed=2)
+    write_series(tmp_path / "data" / "cine", np.round(ph.image * 1000), step_mm=10.0)
+    out = tmp_path / "bb.pt"
+    seen, result = drive(
+        pretrain_job([], [tmp_path / "data"], out=out, config={**TINY, "steps": 1}, device="cpu")
+    )
+    loading = [p for p in seen if p.stage == "loading"]
+    assert loading[-1].total == 1 and result.steps_done == 1 and out.is_file()
+    assert torch.load(out, weights_only=True)["meta"]["data"][0].startswith(str(tmp_path))

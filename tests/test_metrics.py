@@ -50,3 +50,20 @@ def test_cine_picks_largest_and_smallest_lv_frames():
     assert [c["LV_ml"] for c in volume_curve(seg, spacing)] == pytest.approx(
         [0.03, 0.05, 0.01, 0.02]
     )
+
+
+def test_ed_es_frames_from_the_lv_curve_and_overrides():
+    from napari_pix2rep.metrics import ed_es_frames
+    from napari_pix2rep.phantom import make_phantom
+
+    ph = make_phantom(n_slices=4, size=(48, 48), n_frames=6, seed=2)
+    spatial = ph.spacing[1:]
+    lv = [c["LV_ml"] for c in volume_curve(ph.labels, spatial)]
+    assert ed_es_frames(ph.labels, spatial) == (int(np.argmax(lv)), int(np.argmin(lv))) == (0, 2)
+    shuffled = ph.labels[[3, 4, 0, 5, 2, 1]]  # ED now at frame 2, ES at frame 4
+    assert ed_es_frames(shuffled, spatial) == (2, 4)
+    m = cine_measures(shuffled, spatial, es=5)
+    assert (m.ed_frame, m.es_frame) == (2, 5)
+    assert m.LV_ESV == pytest.approx(lv[1])
+    with pytest.raises(ValueError, match="The ES frame 6 is not among the frames 0 to 5."):
+        cine_measures(shuffled, spatial, es=6)
