@@ -98,14 +98,15 @@ def test_train_and_predict_on_a_dicom_folder(cine, tiny_backbone_file, tmp_path,
     assert main([*argv, "--steps", "20"]) == 0
     out_dir = tmp_path / "pred"
     files = sorted(cine["folder"].iterdir())
+    # the folder and one of its files are the same series: one output name, refused first
     argv = ["predict", "--model", str(seg), str(cine["folder"]), str(files[0])]
+    assert main([*argv, "--out-dir", str(out_dir), "--device", "cpu"]) == 2
+    assert "Doe_Jane_cine_retro_SAX_seg.nii.gz" in capsys.readouterr().err
+    argv = ["predict", "--model", str(seg), str(cine["folder"])]
     assert main([*argv, "--out-dir", str(out_dir), "--device", "cpu"]) == 0
     written = sorted(p.name for p in out_dir.iterdir())
-    assert written == [
-        "Doe_Jane_cine_retro_SAX_2_seg.nii.gz",
-        "Doe_Jane_cine_retro_SAX_seg.nii.gz",
-    ]
-    pred = nib.load(out_dir / written[1])
+    assert written == ["Doe_Jane_cine_retro_SAX_seg.nii.gz"]
+    pred = nib.load(out_dir / written[0])
     assert pred.shape == (64, 64, 6, 3)
     np.testing.assert_array_equal(pred.affine, cine["vol"].affine)
     assert "error" not in capsys.readouterr().err
@@ -115,7 +116,7 @@ def test_pretrain_takes_a_folder_of_dicom_series(cine, tmp_path, capsys):
     out = tmp_path / "bb.pt"
     argv = ["pretrain", str(cine["root"]), "--exclude", "*.nii.gz", "--preset", "tiny"]
     assert main([*argv, "--steps", "1", "--batch-size", "2", "--out", str(out)]) == 0
-    assert "1 files, 18 slices" in capsys.readouterr().out  # 3 frames x 6 slices
+    assert "1 file (skipped: 1 matching --exclude), 18 slices" in capsys.readouterr().out
     assert out.is_file()
 
 
