@@ -51,7 +51,8 @@ def max_voxels(override: int | None = None) -> int:
     return value
 
 
-def _size_text(n_bytes: float) -> str:
+def format_bytes(n_bytes: float) -> str:
+    """``1536`` -> ``"1.5 KiB"`` (binary units, "bytes" below 1 KiB)."""
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n_bytes < 1024 or unit == "PiB":
             return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
@@ -69,7 +70,7 @@ def check_declared_size(
     if n > allowed:
         grid = " x ".join(str(int(s)) for s in shape)
         raise ValueError(
-            f"{name} declares a {grid} grid ({n:,} voxels, {_size_text(n * itemsize)} to "
+            f"{name} declares a {grid} grid ({n:,} voxels, {format_bytes(n * itemsize)} to "
             f"decode), more than the limit of {allowed:,} voxels; set {MAX_VOXELS_ENV} "
             "to a larger number to read it."
         )
