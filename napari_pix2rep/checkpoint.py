@@ -66,6 +66,11 @@ _SNIFF_BYTES = 1024
 _EXPECTED = "expected a .pt written by pix2rep pretrain or train"
 
 
+def _clause(exc: BaseException) -> str:
+    """An exception's message without its final full stop, to sit in parentheses."""
+    return str(exc).strip().rstrip(".")
+
+
 def _looks_like_nifti(head: bytes) -> bool:
     """True when ``head`` starts with a NIfTI-1 or NIfTI-2 header (either byte order)."""
     sizeof = {int.from_bytes(head[:4], order) for order in ("little", "big")} if head else set()
@@ -173,7 +178,9 @@ def check_model_dict(obj: dict, source: str = "model file") -> None:
     try:
         PreprocessConfig.from_dict(obj.get("preprocess"))
     except (TypeError, ValueError) as e:
-        raise ModelFileError(f"{source} has unusable preprocessing settings ({e})") from None
+        raise ModelFileError(
+            f"{source} has unusable preprocessing settings ({_clause(e)})."
+        ) from None
     for key in ("meta", "resume"):
         if not isinstance(obj.get(key, {}), dict):
             raise ModelFileError(f"{source} is damaged: its {key!r} entry is not a dict.")
@@ -200,7 +207,9 @@ def arch_config(obj: dict, source: str = "model file") -> UNetConfig:
     try:
         config = UNetConfig.from_dict(dict(obj["arch"]))
     except (KeyError, TypeError, ValueError) as e:
-        raise ModelFileError(f"{source} describes an unknown architecture ({e}).") from None
+        raise ModelFileError(
+            f"{source} describes an unknown architecture ({_clause(e)})."
+        ) from None
     return config
 
 

@@ -2,8 +2,9 @@
 
 Arrays are in napari's display order, 3D ``(z, y, x)`` or 4D ``(t, z, y, x)``; nibabel's
 ``(x, y, z[, t])`` is reversed on read and restored on write. ``spacing`` follows the array
-axes: millimetres for space (converted from the header's spatial unit; an unknown unit is
-taken as mm) and, for a 4D file, the frame time in seconds when the header gives a time
+axes: millimetres for space (converted from the header's spatial unit; "unknown" is
+taken as mm, an undefined unit code or an implausible size in metres or microns is
+refused) and, for a 4D file, the frame time in seconds when the header gives a time
 unit, else 1.0. The source header is carried unchanged (as a copy), so a file written with
 :func:`write_nifti` has the same affine, sform/qform and their codes, pixdim, units, dim_info
 and description as its source. The header is never rebuilt from the affine: many scanners'
@@ -12,6 +13,10 @@ files (ACDC among them) have a unit-scaled sform while pixdim holds the spacing.
 Written dtypes: labels are saved as uint8 (uint16 when a label exceeds 255) without
 intensity scaling; images keep the source file's dtype when the data converts to it
 without loss (e.g. an int16 scan read and saved unchanged), otherwise float32.
+
+Untrusted headers (:mod:`.nifti_limits`): a declared grid above ``$NAPARI_PIX2REP_MAX_VOXELS``
+(default 2**29 voxels, 2 GiB of float32) is refused before anything is allocated, and the
+"is it truncated?" check inflates a gzip in chunks only as far as the header declares.
 
 This module imports neither torch nor Qt.
 """
