@@ -651,6 +651,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ValueError, FileNotFoundError, FloatingPointError, OSError) as e:
         print(f"pix2rep {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except (RuntimeError, MemoryError) as e:  # out of memory, or torch refusing an input
+        from .session import error_message, out_of_memory
+
+        oom = out_of_memory(e)
+        text = (
+            f"the computer {oom}: try a smaller --batch-size, --device cpu, or fewer or "
+            "smaller images."
+            if oom
+            else error_message(e)
+        )
+        print(f"pix2rep {args.command}: error: {text}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(
             f"pix2rep {args.command}: interrupted; files already saved are intact.",

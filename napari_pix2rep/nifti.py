@@ -2,8 +2,9 @@
 
 Arrays are in napari's display order, 3D ``(z, y, x)`` or 4D ``(t, z, y, x)``; nibabel's
 ``(x, y, z[, t])`` is reversed on read and restored on write. ``spacing`` follows the array
-axes: millimetres for space (converted from the header's spatial unit; an unknown unit is
-taken as mm) and, for a 4D file, the frame time in seconds when the header gives a time
+axes: millimetres for space (converted from the header's spatial unit; "unknown" is
+taken as mm, an undefined unit code or an implausible size in metres or microns is
+refused) and, for a 4D file, the frame time in seconds when the header gives a time
 unit, else 1.0. The source header is carried unchanged (as a copy), so a file written with
 :func:`write_nifti` has the same affine, sform/qform and their codes, pixdim, units, dim_info
 and description as its source. The header is never rebuilt from the affine: many scanners'
@@ -13,6 +14,10 @@ Written dtypes: labels are saved as uint8 (uint16 when a label exceeds 255) with
 intensity scaling; images keep the source file's dtype when the data converts to it
 without loss (e.g. an int16 scan read and saved unchanged), otherwise float32.
 
+Untrusted headers (:mod:`.nifti_limits`): a declared grid above ``$NAPARI_PIX2REP_MAX_VOXELS``
+(default 2**29 voxels, 2 GiB of float32) is refused before anything is allocated, and the
+"is it truncated?" check inflates a gzip in chunks only as far as the header declares.
+
 This module imports neither torch nor Qt.
 """
 
@@ -20,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import os
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,12 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.nifti1 import Nifti1Extension
 
 from .datafiles import LABEL_NAME as _LABEL_NAME
+from .nifti_limits import (
+    check_declared_size,
+    space_unit_to_mm,
+    time_unit_to_s,
+    truncation,
+)
 from .outputs import temp_path, write_reason
 
 __all__ = [
@@ -55,8 +65,6 @@ METADATA_KEY = "pix2rep_nifti"
 MAX_LABEL_VALUES = 32
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
-_SPACE_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3}
-_TIME_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 
 
 class NiftiError(ValueError):
@@ -159,12 +167,22 @@ def _reason(exc: BaseException) -> str:
     return text.rstrip(". ")
 
 
-def _spacing_from_header(header: nib.Nifti1Header, ndim: int) -> tuple[float, ...]:
-    """Spacing in display order from pixdim and xyzt_units (non-positive zooms become 1.0)."""
+def _spacing_from_header(
+    header: nib.Nifti1Header, ndim: int, name: str = "The image"
+) -> tuple[float, ...]:
+    """Spacing in display order from pixdim and xyzt_units (non-positive zooms become 1.0).
+
+    Raises :class:`NiftiError` for an undefined spatial unit or an implausible voxel size
+    once converted from metres or microns (see :func:`nifti_limits.space_unit_to_mm`).
+    """
     zooms = [float(z) for z in header.get_zooms()[:ndim]]
     zooms += [1.0] * (ndim - len(zooms))
-    space_unit, time_unit = header.get_xyzt_units()
-    space_factor = _SPACE_TO_MM.get(space_unit, 1.0)
+    units = int(header["xyzt_units"])
+    try:
+        space_factor = space_unit_to_mm(name, units, zooms[:3])
+    except ValueError as exc:
+        raise NiftiError(str(exc)) from None
+    time_factor = time_unit_to_s(units)
     spacing = []
     for axis, zoom in enumerate(zooms):
         zoom = abs(zoom)
@@ -172,8 +190,8 @@ def _spacing_from_header(header: nib.Nifti1Header, ndim: int) -> tuple[float, ..
             zoom = 1.0
         elif axis < 3:
             zoom *= space_factor
-        elif time_unit in _TIME_TO_S:
-            zoom *= _TIME_TO_S[time_unit]
+        elif time_factor is not None:
+            zoom *= time_factor
         else:
             zoom = 1.0
         # shortest decimal of the float32 pixdim: 1.78571, not 1.7857099771499634
@@ -199,15 +217,12 @@ def _label_dtype(data: np.ndarray) -> np.dtype | None:
     return np.dtype(np.uint8) if hi <= np.iinfo(np.uint8).max else np.dtype(np.uint16)
 
 
-def _few_distinct(data: np.ndarray, limit: int) -> bool:
-    """True when integer ``data`` has at most ``limit`` distinct values."""
+def _distinct_count(data: np.ndarray) -> int:
+    """Number of distinct values of integer ``data``."""
     lo, hi = int(data.min()), int(data.max())
-    if hi - lo < limit:
-        return True
     if hi - lo <= 1 << 20:
-        counts = np.bincount(data.ravel().astype(np.int64) - lo)
-        return int(np.count_nonzero(counts)) <= limit
-    return len(np.unique(data)) <= limit
+        return int(np.count_nonzero(np.bincount(data.ravel().astype(np.int64) - lo)))
+    return len(np.unique(data))
 
 
 def is_label_file(path: str | os.PathLike[str] | None, vol: Volume | np.ndarray) -> bool:
@@ -225,53 +240,27 @@ def is_label_file(path: str | os.PathLike[str] | None, vol: Volume | np.ndarray)
         return _label_dtype(data) is not None
     if not np.issubdtype(data.dtype, np.integer) or data.min() < 0:
         return False
-    return _few_distinct(data, MAX_LABEL_VALUES)
+    return _distinct_count(data) <= MAX_LABEL_VALUES
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _truncation(path: Path) -> str | None:
-    """Why a file nibabel could not identify looks like a cut NIfTI, or None (error path)."""
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return None
-    head = raw
-    if raw[:2] == b"\x1f\x8b":
-        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            head = stream.decompress(raw)
-        except zlib.error:
-            return None
-        if not stream.eof:
-            return "the gzip stream ends early"
-    size = _nifti_sizeof(head)
-    if size is not None and len(head) < size:
-        return f"its header is incomplete ({len(head)} of {size} bytes)"
-    return None
-
-
-def _nifti_sizeof(head: bytes) -> int | None:
-    """348 or 540 when ``head`` starts like a NIfTI-1/2 header (either endianness)."""
-    if len(head) < 4:
-        return None
-    for order in ("little", "big"):
-        size = int.from_bytes(head[:4], order)
-        if size in (348, 540):
-            return size
-    return None
-
-
 def read_nifti(
-    path: str | os.PathLike[str], *, kind: Literal["auto", "image", "labels"] = "auto"
+    path: str | os.PathLike[str],
+    *,
+    kind: Literal["auto", "image", "labels"] = "auto",
+    max_voxels: int | None = None,
 ) -> Volume:
     """Read a 3D or 4D ``.nii`` / ``.nii.gz`` file into a :class:`Volume` (display order).
 
     ``kind="image"`` gives float32 data with the header's intensity scaling applied;
     ``kind="labels"`` gives the exact integer values (error if they are not non-negative
-    integers); ``"auto"`` picks labels when :func:`is_label_file` says so. A 4D file with
-    a single frame is returned as 3D. Every failure raises :class:`NiftiError`.
+    integers or hold more than :data:`MAX_LABEL_VALUES` distinct values, as an image
+    would); ``"auto"`` picks labels when :func:`is_label_file` says so. A 4D file with
+    a single frame is returned as 3D. A header declaring more than ``max_voxels`` voxels
+    (default ``$NAPARI_PIX2REP_MAX_VOXELS`` or 2**29, 2 GiB of float32) is refused before
+    anything is allocated. Every failure raises :class:`NiftiError`.
     """
     if kind not in ("auto", "image", "labels"):
         raise ValueError(f"kind must be 'auto', 'image' or 'labels', not {kind!r}.")
@@ -286,7 +275,7 @@ def read_nifti(
     try:
         img = nib.load(str(p))
     except ImageFileError as exc:
-        why = _truncation(p)
+        why = truncation(p, max_voxels)
         if why is not None:
             raise NiftiError(f"{name} is truncated or corrupt: {why}.") from exc
         raise NiftiError(f"{name} is not a NIfTI file ({_reason(exc)}).") from exc
@@ -313,6 +302,12 @@ def read_nifti(
         float(getattr(proxy, "slope", 1.0)) == 1.0 and float(getattr(proxy, "inter", 0.0)) == 0.0
     )
     raw_ints = kind != "image" and np.issubdtype(on_disk, np.integer) and unscaled
+    spacing = _spacing_from_header(header, len(shape), name)
+    try:
+        itemsize = on_disk.itemsize if raw_ints and kind == "labels" else 4  # else float32
+        check_declared_size(name, shape, itemsize, max_voxels)
+    except ValueError as exc:
+        raise NiftiError(str(exc)) from None
     try:
         data = np.asanyarray(proxy) if raw_ints else img.get_fdata(dtype=np.float32)
         data = np.asarray(data).reshape(shape)
@@ -334,7 +329,7 @@ def read_nifti(
 
     vol = Volume(
         data=data,
-        spacing=_spacing_from_header(header, data.ndim),
+        spacing=spacing,
         header=_copy_header(header),
         affine=np.array(img.affine, dtype=np.float64),
         path=str(p),
@@ -345,12 +340,18 @@ def read_nifti(
             dtype = _label_dtype(data)
             if dtype is None:
                 raise NiftiError(
-                    f"{name} does not hold a label map: its values are not "
+                    f"{name} looks like an image, not a label map: its values are not "
                     "non-negative integers up to 65535."
                 )
-            vol.data = data.astype(dtype)
+            vol.data = data = data.astype(dtype)
         elif data.min() < 0:
             raise NiftiError(f"{name} does not hold a label map: it has negative values.")
+        n = _distinct_count(data) if kind == "labels" else 0
+        if n > MAX_LABEL_VALUES:
+            raise NiftiError(
+                f"{name} looks like an image, not a label map ({n} distinct values; a label "
+                f"map has at most {MAX_LABEL_VALUES})."
+            )
     elif not np.issubdtype(data.dtype, np.floating):
         vol.data = data.astype(np.float32)
     return vol

@@ -12,6 +12,7 @@ sizes swapped), so maps predicted on the model grid land on the native grid exac
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,12 +33,44 @@ class PreprocessConfig:
     clip_low: float = 0.5
     clip_high: float = 99.5
 
+    def __post_init__(self) -> None:
+        # model files are untrusted: refuse text, NaN, zero and absurd values here, once
+        lo, hi = TARGET_SPACING_RANGE
+        s = self.target_spacing
+        if s is not None and not (_is_real(s) and lo <= s <= hi):
+            raise ValueError(f"target_spacing must be None or from {lo} to {hi} mm, not {s!r}.")
+        low, high = self.clip_low, self.clip_high
+        if not (_is_real(low) and _is_real(high) and 0 <= low < high <= 100):
+            raise ValueError(
+                f"The clip percentiles must be numbers with 0 <= low < high <= 100, "
+                f"not {low!r} and {high!r}."
+            )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessConfig:
+        """The settings of ``d`` (a model file's ``preprocess`` block); ValueError if bad."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the preprocessing settings are a {type(d).__name__}, not a dict.")
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown preprocessing settings {unknown}.")
         return cls(**d)
+
+
+#: Allowed model-grid spacing in mm.
+TARGET_SPACING_RANGE = (0.05, 20.0)
+#: Allowed size (pixels per side) of a slice on the model grid: a header whose spacing is
+#: off by a unit (a metre taken for a millimetre) would otherwise ask for terabytes, or
+#: shrink the slice to a few pixels and give an empty mask.
+MODEL_SIDE_RANGE = (8, 2048)
+
+
+def _is_real(value: object) -> bool:
+    """A finite int or float (not a bool, a string or NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def normalize_intensity(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -56,10 +89,25 @@ def normalize_intensity(volume: np.ndarray, low: float = 0.5, high: float = 99.5
 
 
 def model_size(native: tuple[int, int], spacing: tuple[float, float], cfg: PreprocessConfig):
-    """The in-plane size ``(H', W')`` of a native ``(H, W)`` slice on the model grid."""
+    """The in-plane size ``(H', W')`` of a native ``(H, W)`` slice on the model grid.
+
+    Raises ValueError when a side leaves :data:`MODEL_SIDE_RANGE` (and the native size
+    is inside it): a wrong voxel size or unit in the header; or the spacing is not positive.
+    """
     if cfg.target_spacing is None:
         return tuple(native)
-    return tuple(max(1, int(round(n * s / cfg.target_spacing))) for n, s in zip(native, spacing))
+    if not all(_is_real(float(s)) and s > 0 for s in spacing):
+        raise ValueError(f"The in-plane voxel size {tuple(spacing)} mm must be positive.")
+    size = tuple(max(1, int(round(n * s / cfg.target_spacing))) for n, s in zip(native, spacing))
+    lo, hi = MODEL_SIDE_RANGE
+    if not all(min(lo, n) <= m <= max(hi, n) for n, m in zip(native, size)):
+        grid = " x ".join(f"{float(s):g}" for s in spacing)
+        raise ValueError(
+            f"A {native[0]}x{native[1]} slice of {grid} mm voxels would be {size[0]}x{size[1]} "
+            f"pixels on the model's {cfg.target_spacing:g} mm grid (allowed {lo} to {hi} per "
+            "side): check the voxel size and unit in the file's header."
+        )
+    return size
 
 
 def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

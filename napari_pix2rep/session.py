@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import numpy as np
 from .annotations import DEFAULT_CLASSES
 from .metrics import cardiac_measures, cine_measures, structure_volumes, volume_curve
 from .nifti import METADATA_KEY
+from .nifti_limits import format_bytes
 
 __all__ = [
     "DEFAULT_CLASSES",
@@ -37,6 +39,7 @@ __all__ = [
     "format_positions",
     "layer_spacing",
     "measures_table",
+    "out_of_memory",
     "parse_classes",
     "slice_update",
     "suggest_slice",
@@ -314,14 +317,35 @@ def _first_line(text: str) -> str:
     return text.splitlines()[0].strip() if text else ""
 
 
+_OOM_WORDS = ("out of memory", "not enough memory", "allocate memory", "unable to allocate")
+# "MB" in PyTorch's messages is MiB too
+_ASKED = re.compile(r"allocate\s+([\d.]+)\s*(bytes|([KMGTPE])i?B)\b", re.IGNORECASE)
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """``"ran out of memory (1.0 TiB was asked for)"`` when ``exc`` is an out-of-memory
+    error (MemoryError, CUDA/MPS OutOfMemoryError, PyTorch's CPU allocator), else None."""
+    text = _first_line(str(exc))
+    if not (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or any(w in text.lower() for w in _OOM_WORDS)
+    ):
+        return None
+    asked = _ASKED.search(text)
+    if asked is None:
+        return "ran out of memory"
+    n_bytes = float(asked[1]) * 1024 ** (" KMGTPE".index(asked[3].upper()) if asked[3] else 0)
+    return f"ran out of memory ({format_bytes(n_bytes)} was asked for)"
+
+
 def error_message(exc: BaseException) -> str:
     """An exception as one sentence for a notification (no traceback)."""
     text = _first_line(str(exc))
     name = type(exc).__name__
-    if name == "OutOfMemoryError" or "out of memory" in text.lower():
-        return (
-            "The device ran out of memory: use a smaller preset or batch size, or choose the CPU."
-        )
+    oom = out_of_memory(exc)
+    if oom is not None:
+        return f"The device {oom}: use a smaller preset or batch size, or choose the CPU."
     if isinstance(exc, KeyError):
         text = f"missing entry {text}"
     if not text:

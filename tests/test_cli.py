@@ -290,3 +290,131 @@ def test_interrupted_pretraining_keeps_a_consistent_checkpoint(tmp_path, sig):
         == 0
     )
     assert torch.load(out, weights_only=True)["meta"]["steps"] == steps + 1
+
+
+# -- untrusted files in ------------------------------------------------------------------
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def tiny_segmenter(tmp_path):
+    """An untrained ``tiny`` segmenter file (these tests never get as far as using it)."""
+    from napari_pix2rep.nets.unet import UNet, preset
+    from napari_pix2rep.segment import Segmenter
+
+    return Segmenter(UNet(preset("tiny"))).save(tmp_path / "seg.pt")
+
+
+@pytest.fixture
+def tiny_backbone(tiny_segmenter, tmp_path):
+    """An untrained ``tiny`` backbone file."""
+    import torch
+
+    from napari_pix2rep.checkpoint import BACKBONE, atomic_torch_save
+
+    obj = torch.load(tiny_segmenter, weights_only=True)
+    obj = {k: v for k, v in obj.items() if k not in ("classes", "head")}
+    return atomic_torch_save({**obj, "format": BACKBONE}, tmp_path / "bb.pt")
+
+
+def test_predict_with_a_text_or_nifti_file_as_model(case, tmp_path, capsys):
+    notes = tmp_path / "notes.pt"
+    notes.write_text("my notes\n")
+    out = ["--out-dir", str(tmp_path / "o")]
+    assert main(["predict", "--model", str(notes), case["image"], *out]) == 2
+    assert _one_line_error(capsys) == (
+        "pix2rep predict: error: notes.pt is not a napari-pix2rep model file: it is a text "
+        "file, not a PyTorch model (expected a .pt written by pix2rep pretrain or train)."
+    )
+    assert main(["predict", "--model", case["image"], case["image"], *out]) == 2
+    err = _one_line_error(capsys)
+    assert "heart.nii.gz is not a napari-pix2rep model file: it is a NIfTI image" in err
+    assert "expected a .pt written by pix2rep pretrain or train" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_model_files_of_the_wrong_kind_or_architecture(
+    case, tiny_backbone, tiny_segmenter, tmp_path, capsys
+):
+    import torch
+
+    from napari_pix2rep.checkpoint import atomic_torch_save
+
+    obj = torch.load(tiny_segmenter, weights_only=True)
+    obj["arch"]["depth"] = 4
+    other = atomic_torch_save(obj, tmp_path / "other.pt")
+    out = ["--out-dir", str(tmp_path / "o")]
+    assert main(["predict", "--model", str(other), case["image"], *out]) == 2
+    assert "other.pt was made for a different architecture than it declares" in (
+        _one_line_error(capsys)
+    )
+    name = tiny_backbone.name
+    assert main(["predict", "--model", str(tiny_backbone), case["image"], *out]) == 2
+    assert f"{name} is a pretrained backbone, not a segmenter" in _one_line_error(capsys)
+    pretrain = ["pretrain", case["image"], "--preset", "tiny", "--steps", "1", "--device", "cpu"]
+    assert main([*pretrain, "--out", str(tmp_path / "b.pt"), "--resume", str(tiny_segmenter)]) == 2
+    assert "seg.pt holds no training state to resume" in _one_line_error(capsys)
+    assert main([*pretrain, "--out", str(tmp_path / "b.pt"), "--init", case["image"]]) == 2
+    assert "heart.nii.gz is not a napari-pix2rep model file: it is a NIfTI" in (
+        _one_line_error(capsys)
+    )
+    assert not (tmp_path / "b.pt").exists()
+
+
+def test_an_image_given_as_labels_is_named(case, tiny_backbone, tmp_path, capsys):
+    img = read_nifti(case["image"])
+    whole = write_nifti(tmp_path / "scan.nii.gz", np.round(img.data * 100), img, kind="image")
+    for labels in (case["image"], whole):
+        argv = ["train", "--image", case["image"], "--labels", labels]
+        assert main([*argv, "--out", str(tmp_path / "s.pt"), "--model", str(tiny_backbone)]) == 2
+        err = _one_line_error(capsys)
+        name = labels.rsplit("/", 1)[-1]
+        assert f"error: {name} looks like an image, not a label map" in err, err
+    assert "distinct values; a label map has at most 32)." in err
+    assert not (tmp_path / "s.pt").exists()
+
+
+def _numpy_out_of_memory(*args, **kwargs):
+    return np.empty((2**22, 2**30), np.float32)  # 16 PiB: refused at once
+
+
+def _torch_out_of_memory(*args, **kwargs):
+    import torch
+
+    return torch.empty(2**50)  # 4 PiB: PyTorch's CPU allocator refuses at once
+
+
+@pytest.mark.parametrize(
+    "fail, words",
+    [
+        (_numpy_out_of_memory, "the computer ran out of memory (16.0 PiB was asked for): try"),
+        (_torch_out_of_memory, "the computer ran out of memory (4.0 PiB was asked for): try"),
+    ],
+)
+def test_out_of_memory_in_a_command_is_one_sentence(
+    case, tiny_segmenter, tmp_path, monkeypatch, capsys, fail, words
+):
+    import napari_pix2rep.predict
+
+    monkeypatch.setattr(napari_pix2rep.predict, "predict_volume", fail)
+    argv = ["predict", "--model", str(tiny_segmenter), case["image"]]
+    assert main([*argv, "--out-dir", str(tmp_path / "o")]) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith(f"pix2rep predict: error: {words}"), err
+    assert err.endswith("a smaller --batch-size, --device cpu, or fewer or smaller images.")
+
+
+def test_a_runtime_error_in_a_command_is_one_sentence(case, tmp_path, monkeypatch, capsys):
+    import napari_pix2rep.nifti
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Expected all tensors to be on the same device\nsecond line")
+
+    monkeypatch.setattr(napari_pix2rep.nifti, "read_nifti", fail)
+    assert main(["measure", case["labels"]]) == 2
+    assert _one_line_error(capsys) == (
+        "pix2rep measure: error: RuntimeError: Expected all tensors to be on the same device."
+    )

@@ -470,3 +470,165 @@ def test_nifti2_and_big_endian_round_trip(tmp_path, assert_same_header):
         tmp_path / "n2_gt.nii.gz", np.zeros(vol2.shape, np.uint8), volume_metadata(vol2)
     )
     assert isinstance(nib.load(seg), nib.Nifti2Image)
+
+
+# --------------------------------------------------------------------------- untrusted headers
+
+
+def _header_only_file(path: Path, shape_xyz: tuple[int, ...], dtype=np.int16) -> Path:
+    """A .nii.gz whose header declares ``shape_xyz`` but which holds a few bytes of data."""
+    import gzip
+
+    h = nib.Nifti1Header()
+    h.set_data_shape(shape_xyz)
+    h.set_data_dtype(dtype)
+    h["vox_offset"] = 352
+    path.write_bytes(gzip.compress(h.binaryblock + b"\0" * 4 + b"\0" * 64))
+    return path
+
+
+def test_a_header_declaring_a_huge_grid_is_refused_before_allocating(tmp_path):
+    path = _header_only_file(tmp_path / "huge.nii.gz", (2048, 2048, 512, 30))
+    assert path.stat().st_size < 1000
+    with pytest.raises(NiftiError) as err:
+        read_nifti(path)  # would be 240 GiB of float32
+    assert str(err.value) == (
+        "huge.nii.gz declares a 2048 x 2048 x 512 x 30 grid (64,424,509,440 voxels, "
+        "240.0 GiB to decode), more than the limit of 536,870,912 voxels; set "
+        "NAPARI_PIX2REP_MAX_VOXELS to a larger number to read it."
+    )
+
+
+def test_the_voxel_limit_is_configurable(tmp_path, monkeypatch):
+    path = _save(tmp_path / "v.nii", np.ones((10, 10, 2), np.float32), nib.Nifti1Header())
+    with pytest.raises(NiftiError, match="10 x 10 x 2 grid .* limit of 100 voxels"):
+        read_nifti(path, max_voxels=100)
+    assert read_nifti(path, max_voxels=200).shape == (2, 10, 10)
+    monkeypatch.setenv("NAPARI_PIX2REP_MAX_VOXELS", "199")
+    with pytest.raises(NiftiError, match="(800 bytes to decode).*limit of 199 voxels"):
+        read_nifti(path)
+    monkeypatch.setenv("NAPARI_PIX2REP_MAX_VOXELS", "lots")
+    with pytest.raises(NiftiError, match="NAPARI_PIX2REP_MAX_VOXELS must be a positive whole"):
+        read_nifti(path)
+    monkeypatch.setenv("NAPARI_PIX2REP_MAX_VOXELS", "200")
+    assert read_nifti(path, kind="labels").shape == (2, 10, 10)
+
+
+def test_the_truncation_check_streams_a_gzip_bomb(tmp_path):
+    """64 MiB of zeros in a 64 KiB gzip: the check must not inflate it into memory."""
+    import tracemalloc
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    chunk = bytes(1 << 20)
+    body = b"".join(packer.compress(chunk) for _ in range(64)) + packer.flush()
+    (tmp_path / "bomb.nii.gz").write_bytes(body)
+    assert len(body) < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(NiftiError, match="bomb.nii.gz is not a NIfTI file"):
+            read_nifti(tmp_path / "bomb.nii.gz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB held to check a 64 KiB file"
+
+
+def test_a_cut_gzip_is_still_reported_as_cut(tmp_path):
+    path = _header_only_file(tmp_path / "x.nii.gz", (4, 4, 2))
+    good = path.read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(good[:30])
+    with pytest.raises(NiftiError, match="cut.nii.gz is truncated or corrupt: the gzip stream"):
+        read_nifti(tmp_path / "cut.nii.gz")
+
+
+@pytest.mark.parametrize(
+    "units, zooms, spacing",
+    [
+        (("micron", "sec"), (50.0, 50.0, 500.0, 1.0), (1.0, 0.5, 0.05, 0.05)),
+        (("meter", "msec"), (0.0015, 0.0015, 0.01, 30.0), (0.03, 10.0, 1.5, 1.5)),
+        (("mm", "usec"), (1.5, 1.5, 8.0, 25000.0), (0.025, 8.0, 1.5, 1.5)),
+        (("mm", "unknown"), (1.5, 1.5, 8.0, 25.0), (1.0, 8.0, 1.5, 1.5)),
+    ],
+)
+def test_units_are_converted_to_mm_and_seconds(tmp_path, units, zooms, spacing):
+    data = np.zeros((4, 4, 2, 3), np.float32)
+    path = _save(tmp_path / "u.nii", data, _oblique_header(data.shape, zooms, np.float32, units))
+    assert read_nifti(path).spacing == spacing
+
+
+@pytest.mark.parametrize(
+    "units, zooms, words",
+    [
+        ("meter", (1.5, 1.5, 10.0), "gives its voxel size as 1.5 x 1.5 x 10 metres"),
+        ("micron", (1.5, 1.5, 10.0), "gives its voxel size as 1.5 x 1.5 x 10 microns"),
+    ],
+)
+def test_implausible_voxel_sizes_in_other_units_are_refused(tmp_path, units, zooms, words):
+    data = np.zeros((4, 4, 2), np.float32)
+    path = _save(tmp_path / "u.nii", data, _oblique_header(data.shape, zooms, np.float32))
+    h = nib.load(path).header
+    h.set_xyzt_units(units)
+    path = _save(tmp_path / "u.nii", data, h)
+    with pytest.raises(NiftiError, match=words) as err:
+        read_nifti(path)
+    assert "fix the unit in its header (xyzt_units)" in str(err.value)
+    _assert_one_sentence(str(err.value), "u.nii")
+
+
+def test_an_undefined_unit_code_is_one_sentence(tmp_path):
+    data = np.zeros((4, 4, 2), np.float32)
+    h = nib.Nifti1Header()
+    h["xyzt_units"] = 5  # space bits 5: no such unit (nibabel raises KeyError)
+    path = _save(tmp_path / "u.nii", data, h)
+    with pytest.raises(NiftiError, match=r"u\.nii has an undefined spatial unit \(code 5"):
+        read_nifti(path)
+
+
+def test_a_wrong_unit_cannot_ask_for_terabytes_or_an_empty_grid(tmp_path):
+    """Spacing that the unit made absurd is refused when resampling to the model grid."""
+    from napari_pix2rep.preprocess import PreprocessConfig, prepare_volume
+
+    img = np.random.default_rng(0).normal(size=(2, 64, 64)).astype(np.float32)
+    for spacing, size in [((10.0, 1500.0, 1500.0), "64000x64000"), ((10, 0.002, 0.002), "1x1")]:
+        with pytest.raises(ValueError, match=f"would be {size} pixels .* check the voxel size"):
+            prepare_volume(img, spacing, PreprocessConfig(), 16)
+    assert prepare_volume(img, (10.0, 1.5, 1.5), PreprocessConfig(), 16).size == (64, 64)
+
+
+def test_an_image_read_as_labels_is_named_as_an_image(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.permutation(np.arange(1024) % 252).reshape(16, 16, 4).astype(np.int16)
+    path = _save(tmp_path / "scan.nii.gz", data, nib.Nifti1Header())
+    with pytest.raises(NiftiError) as err:
+        read_nifti(path, kind="labels")
+    assert str(err.value) == (
+        "scan.nii.gz looks like an image, not a label map (252 distinct values; a label map "
+        "has at most 32)."
+    )
+    few = _save(tmp_path / "few.nii.gz", data % 4, nib.Nifti1Header())
+    assert read_nifti(few, kind="labels").data.max() == 3
+
+
+def test_the_truncation_check_stops_at_the_declared_size(tmp_path):
+    """A cut far beyond what the header declares is not inflated to (nor reported)."""
+    import zlib
+
+    from napari_pix2rep.nifti_limits import truncation
+
+    h = nib.Nifti1Header()
+    h.set_data_shape((4, 4, 2))
+    block = bytearray(h.binaryblock)
+    block[344:348] = b"zzz\0"  # a bad magic: nibabel cannot identify the file
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    body = packer.compress(bytes(block) + bytes(16 << 20)) + packer.flush()
+    (tmp_path / "long.nii.gz").write_bytes(body[: len(body) * 9 // 10])
+    assert truncation(tmp_path / "long.nii.gz") is None
+    h.set_data_shape((1024, 1024, 32))  # now the cut is within the declared data
+    block[:348] = h.binaryblock[:344] + b"zzz\0"
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    body = packer.compress(bytes(block) + bytes(16 << 20)) + packer.flush()
+    (tmp_path / "cut.nii.gz").write_bytes(body[: len(body) * 9 // 10])
+    assert truncation(tmp_path / "cut.nii.gz") == "the gzip stream ends early"
+    with pytest.raises(NiftiError, match="cut.nii.gz is truncated or corrupt: the gzip stream"):
+        read_nifti(tmp_path / "cut.nii.gz")

@@ -153,3 +153,19 @@ def test_error_message_is_one_sentence():
     assert error_message(KeyError("arch")).startswith("KeyError: missing entry")
     assert error_message(ValueError("")) == "ValueError."
     assert len(error_message(ValueError("x" * 1000))) <= 300
+
+
+def test_out_of_memory_is_one_sentence_with_the_amount():
+    import torch
+
+    for make, amount in [
+        (lambda: np.empty((2**22, 2**30), np.float32), "16.0 PiB"),  # numpy MemoryError
+        (lambda: torch.empty(2**50), "4.0 PiB"),  # PyTorch's CPU allocator
+    ]:
+        with pytest.raises((MemoryError, RuntimeError)) as e:
+            make()
+        assert error_message(e.value) == (
+            f"The device ran out of memory ({amount} was asked for): use a smaller preset "
+            "or batch size, or choose the CPU."
+        )
+    assert error_message(MemoryError()).startswith("The device ran out of memory: use")

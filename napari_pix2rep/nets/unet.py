@@ -31,6 +31,19 @@ from torch.nn import functional as F
 
 NORMS = ("batch", "instance", "group", "none")
 
+#: Allowed range of each integer setting (model files are untrusted: an ``arch`` outside
+#: these is refused before anything is built). ``paper`` is the largest preset.
+LIMITS: dict[str, tuple[int, int]] = {
+    "in_channels": (1, 16),
+    "base_channels": (1, 512),
+    "depth": (1, 8),
+    "max_channels": (1, 4096),
+    "out_channels": (1, 4096),
+    "hypercolumn": (0, 7),
+}
+#: Most parameters a U-Net may have (``paper`` has about 135 M).
+MAX_PARAMETERS = 500_000_000
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -45,10 +58,14 @@ class UNetConfig:
     hypercolumn: int = 0  # decoder levels below full resolution also feeding the output
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
+        if not isinstance(self.norm, str) or self.norm not in NORMS:
             raise ValueError(f"Unknown normalisation {self.norm!r}: use one of {NORMS}.")
-        if self.depth < 1 or self.base_channels < 1 or self.out_channels < 1:
-            raise ValueError("depth, base_channels and out_channels must be positive.")
+        for name, (lo, hi) in LIMITS.items():
+            value = getattr(self, name)
+            if type(value) is not int or not lo <= value <= hi:
+                raise ValueError(
+                    f"{name} must be a whole number from {lo} to {hi}, not {value!r}."
+                )
         if not 0 <= self.hypercolumn < self.depth:
             raise ValueError("hypercolumn must be between 0 and depth - 1.")
 
