@@ -455,18 +455,24 @@ def _cmd_predict(args) -> int:
     from .predict import DEFAULT_CLEANUP, predict_volume
     from .segment import Segmenter
 
+    created = not os.path.lexists(os.path.expanduser(args.out_dir))
     out_dir = check_output_dir(args.out_dir)
-    targets = _predict_targets(args.images, out_dir, args.uncertainty)
-    seg = Segmenter.from_file(args.model)
-    cleanup = DEFAULT_CLEANUP if args.cleanup is None else args.cleanup
-    for path, (target, unc_target) in targets.items():
-        t0 = time.perf_counter()
-        vol = read_image(path, kind="image")  # a DICOM series is named patient_description
-        pred = predict_volume(seg, vol.data, vol.spacing, device=args.device, cleanup=cleanup)
-        write_nifti(target, pred.labels, vol, kind="labels")
-        if unc_target is not None:
-            write_nifti(unc_target, pred.uncertainty(), vol, kind="image")
-        print(f"{path} -> {target} ({time.perf_counter() - t0:.2f} s)", flush=True)
+    try:
+        targets = _predict_targets(args.images, out_dir, args.uncertainty)
+        seg = Segmenter.from_file(args.model)
+        cleanup = DEFAULT_CLEANUP if args.cleanup is None else args.cleanup
+        for path, (target, unc_target) in targets.items():
+            t0 = time.perf_counter()
+            vol = read_image(path, kind="image")  # a DICOM series: patient_description
+            pred = predict_volume(seg, vol.data, vol.spacing, device=args.device, cleanup=cleanup)
+            write_nifti(target, pred.labels, vol, kind="labels")
+            if unc_target is not None:
+                write_nifti(unc_target, pred.uncertainty(), vol, kind="image")
+            print(f"{path} -> {target} ({time.perf_counter() - t0:.2f} s)", flush=True)
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a folder made for outputs that never came is not left behind
+        raise
     return 0
 
 

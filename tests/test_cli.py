@@ -408,12 +408,12 @@ def test_out_of_memory_in_a_command_is_one_sentence(
 
 
 def test_a_runtime_error_in_a_command_is_one_sentence(case, tmp_path, monkeypatch, capsys):
-    import napari_pix2rep.nifti
+    import napari_pix2rep.images
 
     def fail(*args, **kwargs):
         raise RuntimeError("Expected all tensors to be on the same device\nsecond line")
 
-    monkeypatch.setattr(napari_pix2rep.nifti, "read_nifti", fail)
+    monkeypatch.setattr(napari_pix2rep.images, "read_image", fail)
     assert main(["measure", case["labels"]]) == 2
     assert _one_line_error(capsys) == (
         "pix2rep measure: error: RuntimeError: Expected all tensors to be on the same device."

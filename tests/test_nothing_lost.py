@@ -270,7 +270,7 @@ def test_predict_refuses_inputs_that_would_share_an_output(tmp_path, capsys):
     assert main(argv) == 2
     err = one_line_error(capsys)
     assert f"{a} and {b} would both be written to {out / 'scan_seg.nii.gz'}" in err, err
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # refused before any work: not even the folder is left
 
 
 def test_predict_refuses_to_overwrite_an_input(tmp_path, capsys):
