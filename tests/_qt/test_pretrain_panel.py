@@ -58,6 +58,8 @@ def test_pause_cancel_keeps_checkpoint(dock, phantom_layer, qtbot, tmp_path, wai
     at_cancel = runner.last.step
     panel.cancel_button.click()
     wait_idle(runner, 60)
+    qtbot.wait(250)  # no progress text ("Step 7/2000 ... ETA") replaces the outcome
+    assert "ETA" not in panel.status.text() and not panel.status.text().startswith("Step")
     result = panel.result
     assert result.cancelled and result.steps_done < 2000
     assert result.steps_done - at_cancel <= 1, (at_cancel, result.steps_done)
