@@ -34,8 +34,9 @@ def fit_window(viewer: Any, size: tuple[int, int] = WINDOW_SIZE) -> tuple[int, i
 
     _, _, width, height = viewer.window.geometry()
     screen = QApplication.primaryScreen() if QApplication.instance() else None
-    if screen is None:
-        return viewer.window.geometry()
+    qt_window = viewer.window._qt_window  # napari keeps its QMainWindow private
+    if screen is None or qt_window.isMaximized() or qt_window.isFullScreen():
+        return viewer.window.geometry()  # no screen, or maximised / full screen already
     free = screen.availableGeometry()
     width = min(free.width(), max(width, size[0]))
     height = min(free.height(), max(height, size[1]))

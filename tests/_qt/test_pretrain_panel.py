@@ -46,8 +46,10 @@ def test_pause_cancel_keeps_checkpoint(dock, phantom_layer, qtbot, tmp_path, wai
 
     # pause: no step while paused
     panel.pause_button.setChecked(True)
-    qtbot.waitUntil(lambda: runner.paused, timeout=10_000)
-    assert panel.pause_button.text() == "Resume"
+    # the worker pauses first; the button follows when its "paused" signal arrives
+    qtbot.waitUntil(
+        lambda: runner.paused and panel.pause_button.text() == "Resume", timeout=10_000
+    )
     held = runner.last.step
     qtbot.wait(600)
     assert runner.last.step == held

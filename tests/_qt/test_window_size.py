@@ -68,3 +68,14 @@ def test_model_path_elided_in_the_middle_with_full_tooltip(launched, tmp_path, q
     assert shown.startswith(str(model)[:3]) and shown.endswith(".pt")  # cut in the middle
     assert edit.toolTip().splitlines()[0] == str(model)
     assert edit.fontMetrics().horizontalAdvance(shown) <= edit.width()
+
+
+def test_a_maximised_window_is_left_as_it_is(launched, qtbot, monkeypatch):
+    from napari_pix2rep._qt.launcher import fit_window
+
+    viewer, _ = launched
+    viewer.window._qt_window.showMaximized()
+    qtbot.waitUntil(viewer.window._qt_window.isMaximized, timeout=5000)
+    calls = []
+    monkeypatch.setattr(viewer.window, "set_geometry", lambda *a: calls.append(a))
+    assert fit_window(viewer) == viewer.window.geometry() and calls == []
