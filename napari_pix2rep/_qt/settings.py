@@ -32,7 +32,8 @@ APPLICATION = "dock"
 GENERAL = "General"
 
 _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-_PLAIN = re.compile(r"[\w./:+\-~()\[\]]*( [\w./:+\-~()\[\]]+)*")
+_PLAIN = re.compile(r"[A-Za-z0-9_./:+\-~()\[\]]*( [A-Za-z0-9_./:+\-~()\[\]]+)*")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def settings_path() -> Path:
@@ -59,9 +60,9 @@ def decode_value(raw: str) -> str | None:
             continue
         if ch == "\\" and i + 1 < len(raw):
             nxt = raw[i + 1]
-            digits = re.match(r"[0-9a-fA-F]{1,4}", raw[i + 2 :]) if nxt == "x" else None
-            if digits:
-                out.append(chr(int(digits.group(), 16)))
+            digits = re.match(r"[0-9a-fA-F]+", raw[i + 2 :]) if nxt == "x" else None
+            if digits:  # one UTF-16 code unit, as Qt reads it
+                out.append(chr(int(digits.group(), 16) & 0xFFFF))
                 i += 2 + len(digits.group())
             else:
                 out.append(_ESCAPES.get(nxt, nxt))
@@ -69,20 +70,35 @@ def decode_value(raw: str) -> str | None:
             continue
         out.append(ch)
         i += 1
-    text = "".join(out)
+    text = "".join(out).encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     if text.startswith("@"):
         return text[1:] if text.startswith("@@") else None
     return text
 
 
 def encode_value(text: str) -> str:
-    """``text`` as an INI value Qt and :func:`decode_value` both read back unchanged."""
+    """``text`` as an ASCII INI value that Qt 5, Qt 6 and :func:`decode_value` all read
+    back unchanged (quoted, backslash escapes, ``\\xNNNN`` for characters beyond ASCII)."""
     if _PLAIN.fullmatch(text) and text == text.strip():
         return text
-    body = text.replace("\\", "\\\\").replace('"', '\\"')
-    for letter, ch in _ESCAPES.items():
-        body = body.replace(ch, "\\" + letter)
-    return '"' + ("@" + body if body.startswith("@") else body) + '"'
+    units = text.encode("utf-16-le", "surrogatepass")
+    out, hex_next = ["@"] if text.startswith("@") else [], False
+    for k in range(0, len(units), 2):
+        code = int.from_bytes(units[k : k + 2], "little")
+        ch = chr(code)
+        letter = next((key for key, value in _ESCAPES.items() if value == ch), None)
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif letter:
+            out.append("\\" + letter)
+        elif code < 0x20 or code >= 0x7F or (hex_next and ch in _HEX_DIGITS):
+            out.append(f"\\x{code:x}")  # a hex digit right after one is escaped too
+            hex_next = True
+            continue
+        else:
+            out.append(ch)
+        hex_next = False
+    return '"' + "".join(out) + '"'
 
 
 def _split_key(key: str) -> tuple[str, str]:

@@ -30,6 +30,7 @@ WRITE_WITH_QSETTINGS = textwrap.dedent(
     q.setValue("segment/uncertainty", True)
     q.setValue("pretrain/out", "C:\\\\models\\\\pt \\"1\\".pt")
     q.setValue("device", "cpu")
+    q.setValue("x/name", "\\u00e9 \\U0001f600 1a")
     q.sync()
     """
 )
@@ -67,6 +68,7 @@ def test_pickled_setting_runs_nothing_and_plain_values_still_work(
     assert seg.steps_spin.value() == 123 and seg.uncertainty_check.isChecked()
     assert dock.model_box.device == "cpu"
     assert dock.settings.get("pretrain/out", "") == 'C:\\models\\pt "1".pt'
+    assert dock.settings.get("x/name", "") == "\u00e9 \U0001f600 1a"
 
     dock.tabs.setCurrentIndex(1)  # any change rewrites the file: plain text only
     text = ini.read_text()
@@ -87,11 +89,13 @@ def test_values_round_trip_through_the_file_and_qt(tmp_path):
         "segment/classes": "background, RV, MYO, LV",
         "x/at": "@home",
         "x/windows": 'C:\\Users\\é "q"\n',
+        "x/unicode": "é1ab 😀 ∆t",  # escaped as ASCII: Qt 5 and Qt 6 read it alike
         "x/space": " leading",
         "x/empty": "",
     }
     ini = tmp_path / "s.ini"
     write_settings(ini, values)
+    assert ini.read_bytes().isascii()
     assert read_settings(ini) == values
     q = QSettings(str(ini), QSettings.IniFormat)  # an older dock reads the new file
     assert {k: q.value(k) for k in values} == values
