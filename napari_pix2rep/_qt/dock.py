@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import (
     QApplication,
     QMainWindow,
@@ -40,6 +40,23 @@ def _shutdown(runners: list[JobRunner], links: Links, *_: Any) -> None:
         except RuntimeError:  # the Qt side is already gone
             pass
     links.disconnect_all()
+
+
+class _PanelScroll(QScrollArea):
+    """A vertical scroll area never narrower than its panel needs: no horizontal scroll
+    bar (the dock keeps the width of its widest panel instead)."""
+
+    def __init__(self, panel: QWidget) -> None:
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setWidget(panel)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        hint = super().minimumSizeHint()
+        need = self.widget().minimumSizeHint().width()
+        need += self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+        return QSize(max(hint.width(), need), hint.height())
 
 
 class _CloseWatcher(QObject):
@@ -77,10 +94,7 @@ class Pix2RepDock(QWidget):
             (self.measure_panel, "Measures"),
             (self.pretrain_panel, "Pretrain"),
         ):
-            scroll = QScrollArea()
-            scroll.setWidgetResizable(True)
-            scroll.setWidget(panel)
-            self.tabs.addTab(scroll, title)
+            self.tabs.addTab(_PanelScroll(panel), title)
         self.tabs.setCurrentIndex(self.settings.get("dock/tab", 0))
         self.tabs.currentChanged.connect(self._tab_changed)
 

@@ -8,12 +8,14 @@ Inside a plugin widget napari hands out its objects wrapped in a ``PublicOnlyPro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..nifti import copy_metadata
+from ..nifti import METADATA_KEY, copy_metadata
 from ..session import changed_voxels, class_colors, layer_spacing
 
 #: Key in a layer's ``metadata`` for what the dock made it for.
@@ -112,6 +114,50 @@ def set_classes(layer: Any, classes: Sequence[str]) -> None:
         layer.metadata[ROLE_KEY] = info
 
 
+#: a frame number at the end of an image name: "patient131_frame01", "scan frame 12"
+_FRAME = re.compile(r"^(?P<case>.*?)[_\- .]*frame[_\- ]*(?P<frame>\d+)$", re.IGNORECASE)
+#: an ED / ES word in an image name: "patient131_ED", "ES scan"
+_PHASE = re.compile(r"(?:^|[_\- .])(?P<phase>ED|ES)(?=$|[_\- .])")
+#: how each kind of layer the dock makes is named
+KIND_WORDS = {ANNOTATION: "annotations", SEGMENTATION: "seg", UNCERTAINTY: "uncertainty"}
+LONG_WORDS = {ANNOTATION: "annotations", SEGMENTATION: "segmentation", UNCERTAINTY: "uncertainty"}
+
+
+def cardiac_phases(source_path: str | None) -> dict[int, str]:
+    """``{frame number: "ED" / "ES"}`` from the ACDC-style ``Info.cfg`` beside the image
+    file ({} when there is none)."""
+    if not source_path:
+        return {}
+    try:
+        text = (Path(source_path).parent / "Info.cfg").read_text(errors="replace")
+    except OSError:
+        return {}
+    found = (re.search(rf"^\s*{p}\s*:\s*(\d+)\s*$", text, re.M) for p in ("ED", "ES"))
+    return {int(m.group(1)): p for m, p in zip(found, ("ED", "ES")) if m}
+
+
+def layer_name(image_name: str, which: str, source_path: str | None = None) -> str:
+    """A short name that tells layers of different phases apart, phase or frame first:
+    "ED seg · patient131", "frame 5 annotations · patient131", else "scan segmentation"."""
+    frame = _FRAME.match(image_name)
+    phase = _PHASE.search(image_name)
+    if frame and frame.group("case"):
+        number = int(frame.group("frame"))
+        tag = cardiac_phases(source_path).get(number) or f"frame {number}"
+        case = frame.group("case")
+    elif phase and image_name.strip("_- .") != phase.group("phase"):
+        tag = phase.group("phase")
+        case = (image_name[: phase.start()] + image_name[phase.end() :]).strip("_- .")
+    else:
+        return f"{image_name} {LONG_WORDS[which]}"
+    return f"{tag} {KIND_WORDS[which]} · {case}"
+
+
+def _name_for(image: Any, which: str) -> str:
+    source = (image.metadata.get(METADATA_KEY) or {}).get("source_path")
+    return layer_name(image.name, which, source)
+
+
 def _meta_for(image: Any, which: str, classes: Sequence[str] | None) -> dict:
     meta = copy_metadata(image.metadata)
     meta[ROLE_KEY] = {"role": which, "image": image.name}
@@ -122,10 +168,9 @@ def _meta_for(image: Any, which: str, classes: Sequence[str] | None) -> dict:
 
 def add_labels_for(viewer: Any, image: Any, which: str, classes: Sequence[str]) -> Any:
     """A new empty labels layer on the image's grid (shape, scale, metadata copied)."""
-    suffix = "annotations" if which == ANNOTATION else "segmentation"
     layer = viewer.add_labels(
         np.zeros(image.data.shape, dtype=np.uint8),
-        name=f"{image.name} {suffix}",
+        name=_name_for(image, which),
         scale=tuple(image.scale),
         translate=tuple(image.translate),
         metadata=_meta_for(image, which, classes),
@@ -141,7 +186,7 @@ def add_uncertainty_for(viewer: Any, image: Any, data: np.ndarray) -> Any:
         return layer
     return viewer.add_image(
         data,
-        name=f"{image.name} uncertainty",
+        name=_name_for(image, UNCERTAINTY),
         scale=tuple(image.scale),
         translate=tuple(image.translate),
         metadata=_meta_for(image, UNCERTAINTY, None),

@@ -13,11 +13,11 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QWidget,
 )
 
+from .path_edit import PathEdit
 from .settings import Settings
 
 
@@ -48,7 +48,7 @@ class ModelBox(QGroupBox):
         self.pretrained_path: str | None = None  # set by the pretraining panel
         grid = QGridLayout(self)
 
-        self.path_edit = QLineEdit()
+        self.path_edit = PathEdit()
         self.path_edit.setPlaceholderText("backbone or segmenter file (.pt)")
         self.path_edit.setToolTip(
             "A Pix2Rep backbone (pretrained) or segmenter file; Segment trains on its features."

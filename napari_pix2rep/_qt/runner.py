@@ -3,8 +3,9 @@
 A job is a generator function from :mod:`napari_pix2rep.jobs`: it yields progress, checks
 the ``should_stop`` callable it is given between steps and returns a result. The runner
 turns what it yields into a throttled ``progress`` signal (the GUI thread is never flooded),
-its return value into ``done`` and any exception into ``failed`` with one sentence. Nothing
-here touches the viewer.
+its return value into ``done`` and any exception into ``failed`` with one sentence. The
+outcome is the last word: a progress report still held back by the throttle is sent before
+``done`` / ``failed``, and nothing after them. Nothing here touches the viewer.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class JobRunner(QObject):
         self.worker = None
         self.last = None  # the most recent progress (unthrottled)
         self.n_yields = 0
+        self._unsent = False  # ``last`` has not been emitted yet
+        self._ended = False  # done / failed was emitted: no progress after it
         self._stop = threading.Event()
         self._finished = threading.Event()
         self._finished.set()
@@ -126,6 +129,7 @@ class JobRunner(QObject):
         self._stop = threading.Event()
         self._finished = threading.Event()
         self.last, self.n_yields = None, 0
+        self._unsent, self._ended = False, False
         self._pending_losses = []
         self._last_emit = 0.0
         kwargs["should_stop"] = self._stop.is_set
@@ -174,7 +178,10 @@ class JobRunner(QObject):
 
     # -- worker signals (GUI thread) ---------------------------------------------------
     def _on_yielded(self, value: Any) -> None:
+        if self._ended:
+            return
         self.last = value
+        self._unsent = True
         self.n_yields += 1
         loss = getattr(value, "loss", None)
         if loss is not None and getattr(value, "stage", "") == "pretrain":
@@ -187,14 +194,16 @@ class JobRunner(QObject):
 
     def _flush(self) -> None:
         self._timer.stop()
-        if self.last is None:
+        if not self._unsent or self._ended:
             return
+        self._unsent = False
         losses, self._pending_losses = self._pending_losses, []
         self._last_emit = time.monotonic()
         self.progress.emit(self.last, losses)
 
     def _on_returned(self, value: Any) -> None:
         self._flush()
+        self._ended = True
         status, payload = value
         if status == "ok":
             self.done.emit(payload)
@@ -202,6 +211,6 @@ class JobRunner(QObject):
             self.failed.emit(error_message(payload))
 
     def _on_finished(self) -> None:
-        self._flush()
+        self._timer.stop()  # the outcome (done / failed) has been said: no progress after it
         self.worker = None
         self.running_changed.emit(False)

@@ -46,8 +46,10 @@ def test_pause_cancel_keeps_checkpoint(dock, phantom_layer, qtbot, tmp_path, wai
 
     # pause: no step while paused
     panel.pause_button.setChecked(True)
-    qtbot.waitUntil(lambda: runner.paused, timeout=10_000)
-    assert panel.pause_button.text() == "Resume"
+    # the worker pauses first; the button follows when its "paused" signal arrives
+    qtbot.waitUntil(
+        lambda: runner.paused and panel.pause_button.text() == "Resume", timeout=10_000
+    )
     held = runner.last.step
     qtbot.wait(600)
     assert runner.last.step == held
@@ -58,6 +60,8 @@ def test_pause_cancel_keeps_checkpoint(dock, phantom_layer, qtbot, tmp_path, wai
     at_cancel = runner.last.step
     panel.cancel_button.click()
     wait_idle(runner, 60)
+    qtbot.wait(250)  # no progress text ("Step 7/2000 ... ETA") replaces the outcome
+    assert "ETA" not in panel.status.text() and not panel.status.text().startswith("Step")
     result = panel.result
     assert result.cancelled and result.steps_done < 2000
     assert result.steps_done - at_cancel <= 1, (at_cancel, result.steps_done)

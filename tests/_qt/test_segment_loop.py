@@ -59,6 +59,8 @@ def test_annotate_segment_undo_correct_export(
     assert panel.segment()
     assert not panel.segment_button.isEnabled() and panel.cancel_button.isEnabled()
     wait_idle(panel.runner)
+    qtbot.wait(250)  # longer than the progress throttle: the outcome stays the last word
+    assert panel.status.text().startswith("Done in"), panel.status.text()
     assert not _errors(notes), notes
     seg = viewer.layers["scan segmentation"]
     assert seg.data.shape == image.data.shape and seg.metadata["pix2rep"]["role"] == "segmentation"
@@ -209,6 +211,8 @@ def test_cancel_segmentation(dock, qtbot, scan, phantom, tiny_backbone_file, not
     )
     panel.cancel()
     wait_idle(panel.runner, 30)
+    qtbot.wait(250)
+    assert panel.status.text() == "Cancelled: no layer was changed."
     assert panel.runner.last.stage == "probe" and panel.runner.last.step < 5000
     assert "scan segmentation" not in [ly.name for ly in viewer.layers]
     assert any("cancelled" in m for _, m in notes)
