@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import faulthandler
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,34 @@ def gap_stats(ticks: list[float]) -> dict:
     }
 
 
+def thread_stacks() -> dict[int, list[str]]:
+    """Every other thread's innermost frames (``file:line function``, innermost first).
+
+    Read through ``faulthandler``'s text dump, which holds no reference to the frames:
+    keeping another thread's frame alive (``sys._current_frames``) can make its Qt
+    objects (a QPainter mid-paint) die in this thread and crash the process.
+    """
+    with tempfile.TemporaryFile("w+") as fh:
+        faulthandler.dump_traceback(fh, all_threads=True)
+        fh.seek(0)
+        text = fh.read()
+    stacks: dict[int, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        head = re.match(r"(Current thread|Thread) (0x[0-9a-f]+)", line)
+        if head:
+            current = None if head.group(1) == "Current thread" else int(head.group(2), 16)
+            if current is not None:
+                stacks[current] = []
+            continue
+        frame = re.match(r'\s+File "(.+)", line (\d+) in (\S+)', line)
+        if frame and current is not None:
+            stacks[current].append(
+                f"{Path(frame.group(1)).name}:{frame.group(2)} {frame.group(3)}"
+            )
+    return stacks
+
+
 class StackSampler(threading.Thread):
     """Samples every thread's stack each 5 ms while the GUI thread's timer has not
     ticked for more than ``GAP_MS``; ``top()`` counts the innermost frames (a count is
@@ -71,15 +100,9 @@ class StackSampler(threading.Thread):
             last = self.ticks[-1] if self.ticks else None
             if last is None or time.perf_counter() - last < GAP_MS / 1e3:
                 continue
-            for ident, frame in sys._current_frames().items():
-                if ident == self.ident:
-                    continue
+            for ident, frames in thread_stacks().items():
                 who = "GUI" if ident == self.main else "worker"
-                frames = traceback.extract_stack(frame)[-4:]
-                where = " < ".join(
-                    f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames)
-                )
-                self.samples[f"{who}: {where}"] += 1
+                self.samples[f"{who}: {' < '.join(frames[:4])}"] += 1
 
     def top(self, n: int = 12) -> list[tuple[str, int]]:
         return self.samples.most_common(n)
