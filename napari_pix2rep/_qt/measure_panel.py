@@ -2,7 +2,9 @@
 
 Library calls: ``session.measures_table`` (``metrics.cine_measures`` / ``volume_curve``
 for a 4D layer, ``metrics.cardiac_measures`` for an ED and an ES 3D layer,
-``metrics.structure_volumes`` for one 3D layer) and ``session.write_csv``.
+``metrics.structure_volumes`` for one 3D layer) and ``session.write_csv``; the layers
+offered and pre-selected come from ``measure_layers`` (segmentations first, the ED/ES
+pair by name or frame, annotation layers never pre-selected and never for ES).
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..measure_layers import (
+    LabelsInfo,
+    choose_measure_layers,
+    ed_candidates,
+    es_candidates,
+)
 from ..session import MeasuresTable, measures_table, write_csv
 from . import layers as L
 from .common import Links, compact_combo, notify_error, notify_info
@@ -43,6 +51,8 @@ class MeasurePanel(QWidget):
         self.viewer = viewer
         self.settings = settings
         self.table_data: MeasuresTable | None = None
+        self.chosen_by_user = False  # the user picked the layers: keep them when present
+        self.choice_reason = ""
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
@@ -87,40 +97,62 @@ class MeasurePanel(QWidget):
         self.compute_button.clicked.connect(lambda: self.compute())
         self.csv_button.clicked.connect(lambda: self.export_csv())
         self.layer_combo.currentTextChanged.connect(self._layer_changed)
+        self.layer_combo.activated.connect(self._picked)
+        self.es_combo.activated.connect(self._picked)
         links.connect(viewer.layers.events.inserted, self.refresh_layers)
         links.connect(viewer.layers.events.removed, self.refresh_layers)
         self.refresh_layers()
 
+    def _infos(self) -> list[LabelsInfo]:
+        return [
+            LabelsInfo(ly.name, tuple(ly.data.shape), L.role(ly), L.linked_image(ly))
+            for ly in L.labels_layers(self.viewer)
+        ]
+
     def refresh_layers(self, *_: Any) -> None:
-        current = self.layer_combo.currentText()
-        names = [ly.name for ly in L.labels_layers(self.viewer)]
-        # the dock's segmentations first
-        names.sort(key=lambda n: L.role(L.find_layer(self.viewer, n)) != L.SEGMENTATION)
+        """Refill the choices; pre-select the best ED (/ES) unless the user chose."""
+        infos = self._infos()
+        names = [i.name for i in ed_candidates(infos)]
+        current, current_es = self.layer_combo.currentText(), self.es_combo.currentText()
+        keep = self.chosen_by_user and current in names
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
-        if current in names:
+        if keep:
             self.layer_combo.setCurrentText(current)
+            self._layer_changed()
+            if self.es_combo.findText(current_es) >= 0:
+                self.es_combo.setCurrentText(current_es)
+        else:
+            self.chosen_by_user = False
+            choice = choose_measure_layers(infos)
+            self.choice_reason = choice.reason
+            self.layer_combo.setCurrentIndex(names.index(choice.ed) if choice.ed else -1)
+            self._layer_changed()
+            self.es_combo.setCurrentText(choice.es or NO_ES)
         self.layer_combo.blockSignals(False)
-        self._layer_changed()
+
+    def _picked(self, *_: Any) -> None:
+        self.chosen_by_user = True
+        self.choice_reason = "chosen here"
 
     def _layer_changed(self, *_: Any) -> None:
-        layer = L.find_layer(self.viewer, self.layer_combo.currentText())
+        infos = self._infos()
+        ed = next((i for i in infos if i.name == self.layer_combo.currentText()), None)
         current = self.es_combo.currentText()
         self.es_combo.clear()
         self.es_combo.addItem(NO_ES)
-        if layer is not None and layer.ndim == 3:
-            for other in L.labels_layers(self.viewer, layer.data.shape):
-                if not L.same(other, layer):
-                    self.es_combo.addItem(other.name)
+        self.es_combo.addItems([i.name for i in es_candidates(infos, ed)])
         if self.es_combo.findText(current) >= 0:
             self.es_combo.setCurrentText(current)
-        self.es_combo.setEnabled(layer is not None and layer.ndim == 3)
+        self.es_combo.setEnabled(ed is not None and len(ed.shape) == 3)
 
     def set_layers(self, ed: str, es: str | None = None) -> None:
+        """Measure these layers (kept while they are open), as if picked by hand."""
         self.layer_combo.setCurrentText(ed)
         self._layer_changed()
         self.es_combo.setCurrentText(es or NO_ES)
+        self._picked()
 
     def compute(self) -> MeasuresTable | None:
         layer = L.find_layer(self.viewer, self.layer_combo.currentText())
@@ -140,10 +172,14 @@ class MeasurePanel(QWidget):
             notify_error(exc)
             return None
         self.table_data = table
-        self._show(table)
+        used = f"ED {layer.name}, ES {es_layer.name}" if es_layer is not None else layer.name
+        used = f"Measured {used} ({self.choice_reason})."
+        if L.role(layer) == L.ANNOTATION:
+            used += " It is an annotation layer: only its painted slices count."
+        self._show(table, used)
         return table
 
-    def _show(self, table: MeasuresTable) -> None:
+    def _show(self, table: MeasuresTable, used: str) -> None:
         self.table.setRowCount(len(table.summary))
         for r, (name, value, unit) in enumerate(table.summary):
             for c, text in enumerate((name, f"{value:.1f}", unit)):
@@ -156,7 +192,7 @@ class MeasurePanel(QWidget):
             )
             for c, text in enumerate(values):
                 self.curve.setItem(r, c, QTableWidgetItem(text))
-        self.note.setText(table.note)
+        self.note.setText(f"{used} {table.note}".strip())
 
     def value(self, name: str) -> float | None:
         """A shown measure by name (e.g. "LV EF"), for scripts and tests."""

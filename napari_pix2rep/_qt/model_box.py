@@ -1,11 +1,16 @@
-"""The model and device choice shared by the dock's panels."""
+"""The model and device choice shared by the dock's panels.
+
+Library calls: ``model_info.read_model_info`` / ``summary`` / ``undertrained_warning``
+(the active model's kind, pretraining steps and data, from its metadata only).
+"""
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -17,13 +22,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..checkpoint import ModelFileError
+from ..model_info import ModelInfo, read_model_info, summary, undertrained_warning
 from .path_edit import PathEdit
 from .settings import Settings
 
 
 def shipped_backbone() -> Path | None:
     """The shipped backbone (or ``$NAPARI_PIX2REP_MODEL``), None when there is none."""
-    from ..checkpoint import ModelFileError, default_backbone_path
+    from ..checkpoint import default_backbone_path
 
     try:
         return default_backbone_path()
@@ -69,6 +76,12 @@ class ModelBox(QGroupBox):
             buttons.addWidget(b)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.RichText)
+        self.warning = QLabel()
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #e8a33d; font-weight: bold;")
+        self.warning.setVisible(False)
+        self.info: ModelInfo | None = None  # the active model's metadata, when readable
 
         self.device_combo = QComboBox()
         self.device_combo.addItems(device_choices())
@@ -81,8 +94,9 @@ class ModelBox(QGroupBox):
         grid.addWidget(self.path_edit, 0, 0, 1, 2)
         grid.addLayout(buttons, 1, 0, 1, 2)
         grid.addWidget(self.status, 2, 0, 1, 2)
-        grid.addWidget(QLabel("Device"), 3, 0)
-        grid.addWidget(self.device_combo, 3, 1)
+        grid.addWidget(self.warning, 3, 0, 1, 2)
+        grid.addWidget(QLabel("Device"), 4, 0)
+        grid.addWidget(self.device_combo, 4, 1)
 
         self.shipped = shipped_backbone()
         self.shipped_button.setEnabled(self.shipped is not None)
@@ -134,15 +148,32 @@ class ModelBox(QGroupBox):
     # -- internals --------------------------------------------------------------------
     def _edited(self) -> None:
         path = self.path
+        self.info, warning = None, None
         if not path:
-            self.status.setText(
-                "No model chosen: pick a backbone file or pretrain one (Pretrain tab)."
-            )
+            text = "No model chosen: pick a backbone file or pretrain one (Pretrain tab)."
         elif not Path(path).is_file():
-            self.status.setText(f"{Path(path).name} does not exist.")
-        elif self.shipped is not None and Path(path) == self.shipped:
-            self.status.setText(f"Shipped backbone ({Path(path).name}).")
+            text = f"{Path(path).name} does not exist."
         else:
-            self.status.setText(f"{Path(path).name} in {Path(path).parent}")
+            shipped = self.shipped is not None and Path(path) == self.shipped
+            where = "the shipped backbone" if shipped else f"in {Path(path).parent}"
+            text = f"<b>Active: {html.escape(Path(path).name)}</b> ({html.escape(where)})"
+            try:
+                self.info = read_model_info(path)
+            except ModelFileError as exc:
+                text += f"<br>{html.escape(str(exc))}"
+            else:
+                text += f"<br>{html.escape(summary(self.info))}"
+                warning = undertrained_warning(self.info, self._shipped_info())
+        self.status.setText(text)
+        self.warning.setText(warning or "")
+        self.warning.setVisible(warning is not None)
         self.settings.set("model/path", path)
         self.model_changed.emit(path)
+
+    def _shipped_info(self) -> ModelInfo | None:
+        if self.shipped is None:
+            return None
+        try:
+            return read_model_info(self.shipped)
+        except ModelFileError:
+            return None

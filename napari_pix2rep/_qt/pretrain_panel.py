@@ -3,7 +3,8 @@
 Library calls: ``jobs.pretrain_job`` (``datafiles.find_training_images``, then
 ``pretrain.Pretrainer.steps``, which checkpoints atomically to the chosen file) in a
 worker; Pause/Resume pause the worker between steps; Cancel stops at the next step and
-the run's checkpoint is saved there.
+the run's checkpoint is saved there. A finished run becomes the current model; one that
+ended early does not switch by itself: the panel offers *Use this model*.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ LOSSES = ("infonce", "barlow")
 
 def default_output() -> str:
     return str(Path.home() / ".napari-pix2rep" / "pretrained.pt")
+
+
+def free_name(path: Path) -> Path:
+    """``path`` with the first free ``_2``, ``_3``... suffix (``pretrained_2.pt``)."""
+    n = 2
+    while (candidate := path.with_name(f"{path.stem}_{n}{path.suffix}")).exists():
+        n += 1
+    return candidate
 
 
 class PretrainPanel(QWidget):
@@ -116,7 +125,7 @@ class PretrainPanel(QWidget):
             "Continue from the Model box's weights (its architecture is kept) instead of "
             "from scratch"
         )
-        self.init_check.setChecked(settings.get("pretrain/init", False))
+        self.init_check.setChecked(model_box.info is not None)  # follows the chosen model
         out_row = QHBoxLayout()
         self.out_edit = QLineEdit(settings.get("pretrain/out", default_output()))
         self.out_edit.setToolTip("Checkpoint file, written atomically during the run")
@@ -145,9 +154,13 @@ class PretrainPanel(QWidget):
         self.progress.setValue(0)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.use_button = QPushButton("Use this model")
+        self.use_button.setToolTip("Make the checkpoint of the run that ended early the model")
+        self.use_button.setVisible(False)
         self.plot = LossPlot()
         outer.addWidget(self.progress)
         outer.addWidget(self.status)
+        outer.addWidget(self.use_button)
         outer.addWidget(self.plot)
         outer.addStretch(1)
 
@@ -156,13 +169,14 @@ class PretrainPanel(QWidget):
         self.start_button.clicked.connect(self.start)
         self.pause_button.toggled.connect(self._pause_toggled)
         self.cancel_button.clicked.connect(self.cancel)
+        self.use_button.clicked.connect(self.use_result)
+        self.model_box.model_changed.connect(self._model_changed)
         for w in (self.folder_edit, self.exclude_edit, self.out_edit):
             w.editingFinished.connect(self._remember)
         for c in (self.preset_combo, self.loss_combo):
             c.currentTextChanged.connect(self._remember)
         for sp in (self.steps_spin, self.batch_spin):
             sp.valueChanged.connect(self._remember)
-        self.init_check.toggled.connect(self._remember)
         self.runner.progress.connect(self._on_progress)
         self.runner.done.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
@@ -227,7 +241,6 @@ class PretrainPanel(QWidget):
         s.set("pretrain/loss", self.loss_combo.currentText())
         s.set("pretrain/steps", self.steps_spin.value())
         s.set("pretrain/batch", self.batch_spin.value())
-        s.set("pretrain/init", self.init_check.isChecked())
         self.model_box.set_pretrained(self.output_path)
 
     def config(self) -> dict:
@@ -266,6 +279,12 @@ class PretrainPanel(QWidget):
         except OSError as exc:
             notify_error(exc)
             return False
+        kept = ""
+        if self.model_box.path and out.resolve() == Path(self.model_box.path).resolve():
+            kept = f" ({out.name} is the model in use and stays as it is)"
+            out = free_name(out)
+            self.out_edit.setText(str(out))
+            self._remember()
         init = None
         if self.init_check.isChecked():
             init = self.model_box.path or None
@@ -276,8 +295,9 @@ class PretrainPanel(QWidget):
         cfg = {**self.config(), **(config_overrides or {})}
         self.plot.clear()
         self.result = None
+        self.use_button.setVisible(False)
         self.progress.setRange(0, 0)
-        self.status.setText("Preparing the data…")
+        self.status.setText(f"Preparing the data; saving to {out.name}{kept}…")
         self.runner.start(
             pretrain_job, volumes, inputs, str(out), cfg, self.model_box.device, init, exclude
         )
@@ -355,14 +375,39 @@ class PretrainPanel(QWidget):
             return
         path = str(result.path)
         self.model_box.set_pretrained(path)
-        self.model_box.set_path(path)
-        what = "stopped" if result.cancelled else "finished"
-        self.status.setText(
-            f"Pretraining {what} at step {result.steps_done}/{result.steps_total} "
-            f"({fmt_seconds(result.seconds)}); saved {Path(path).name}."
+        ran = (
+            f"at step {result.steps_done}/{result.steps_total} "
+            f"({fmt_seconds(result.seconds)}); saved {Path(path).name}"
         )
-        notify_info(
-            f"Pretraining {what} at step {result.steps_done}; {Path(path).name} is now "
-            "the current model."
-        )
+        if result.cancelled:  # ended early: the user decides whether to switch
+            self.status.setText(
+                f"Pretraining stopped {ran}. The model in use is unchanged; press Use this "
+                "model to segment with the checkpoint."
+            )
+            self.use_button.setVisible(True)
+            notify_info(
+                f"Pretraining stopped at step {result.steps_done}; {Path(path).name} was "
+                "saved but is not the current model (Use this model switches to it)."
+            )
+        else:
+            self.model_box.set_path(path)
+            self.status.setText(f"Pretraining finished {ran}; it is the current model.")
+            notify_info(
+                f"Pretraining finished ({result.steps_done} steps); {Path(path).name} is now "
+                "the current model."
+            )
         self.finished.emit(path)
+
+    def use_result(self) -> None:
+        """Make the last run's checkpoint the current model (offered when it ended early)."""
+        if self.result is None or self.result.path is None:
+            return
+        self.model_box.set_path(str(self.result.path))
+        self.use_button.setVisible(False)
+        self.status.setText(f"{Path(self.result.path).name} is now the current model.")
+
+    def _model_changed(self, *_: Any) -> None:
+        """Start from the chosen model by default whenever a model file is chosen."""
+        self.init_check.setChecked(self.model_box.info is not None)
+        if self.result is not None and str(self.result.path) == self.model_box.path:
+            self.use_button.setVisible(False)

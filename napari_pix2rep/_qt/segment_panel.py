@@ -87,6 +87,7 @@ class SegmentPanel(QWidget):
         self.last_uncertainty: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._job_image: str | None = None
         self._job_kind = ""
+        self._job_layer: Any = None  # the segmentation layer made for the running job
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
@@ -522,9 +523,27 @@ class SegmentPanel(QWidget):
 
     def _start(self, kind: str, image: Any, job: Any, *args: Any) -> None:
         self._job_image, self._job_kind = image.name, kind
+        # napari takes a few hundred ms to add a layer: do it now, at the click, rather
+        # than freeze the window when the result arrives (removed again if none does)
+        self._job_layer = None
+        if L.linked_layer(self.viewer, image, L.SEGMENTATION) is None:
+            self._job_layer = self._new_segmentation_layer(image)
         self.progress.setRange(0, 0)  # busy until the first step
         self.status.setText("Loading the model…")
         self.runner.start(job, *args)
+
+    def _new_segmentation_layer(self, image: Any) -> Any:
+        classes = self.classes() if self._classes_ok() else ("background", "RV", "MYO", "LV")
+        return L.add_labels_for(self.viewer, image, L.SEGMENTATION, classes)
+
+    def _drop_unused_layer(self) -> None:
+        """Remove the layer made for a job that gave no result (if still empty)."""
+        layer, self._job_layer = self._job_layer, None
+        if layer is None or np.any(layer.data):
+            return
+        for ly in list(self.viewer.layers):
+            if L.same(ly, layer):
+                self.viewer.layers.remove(ly)
 
     def cancel(self) -> None:
         if self.runner.stop():
@@ -670,11 +689,13 @@ class SegmentPanel(QWidget):
         self.status.setText(text)
 
     def _on_failed(self, message: str) -> None:
+        self._drop_unused_layer()
         self.status.setText(message)
         notify_error(message)
 
     def _on_done(self, result: Any) -> None:
         if result.cancelled or result.prediction is None:
+            self._drop_unused_layer()
             self.status.setText("Cancelled: no layer was changed.")
             notify_info("Segmentation cancelled; no layer was changed.")
             return
@@ -683,6 +704,7 @@ class SegmentPanel(QWidget):
             self.segmenter_source = self._job_image or ""
         image = L.find_layer(self.viewer, self._job_image)
         if image is None:
+            self._drop_unused_layer()
             notify_error(f"The image '{self._job_image}' was closed; the result was dropped.")
             return
         self.apply_prediction(image, result.prediction, result.uncertainty)
@@ -703,12 +725,10 @@ class SegmentPanel(QWidget):
         self, image: Any, prediction: Any, uncertainty: np.ndarray | None = None
     ) -> Any:
         """Write a prediction into the image's segmentation layer as one undoable edit."""
-        classes = self.classes() if self._classes_ok() else None
+        self._job_layer = None
         seg = L.linked_layer(self.viewer, image, L.SEGMENTATION)
         if seg is None:
-            seg = L.add_labels_for(
-                self.viewer, image, L.SEGMENTATION, classes or ("background", "RV", "MYO", "LV")
-            )
+            seg = self._new_segmentation_layer(image)
         ref = self.last_prediction.get(L.unwrap(seg))
         if ref is not None and ref.shape == seg.data.shape:
             unused = edited_slices(np.asarray(seg.data), ref)

@@ -28,6 +28,7 @@ def _setup(widget, tmp_path, steps):
     panel = widget.pretrain_panel
     panel.set_checked_layers(["unlabelled"])
     panel.preset_combo.setCurrentText("tiny")
+    panel.init_check.setChecked(False)  # from scratch, not from the shipped backbone
     panel.steps_spin.setValue(steps)
     panel.out_edit.setText(str(tmp_path / "bb.pt"))
     widget.model_box.device_combo.setCurrentText("cpu")
@@ -71,12 +72,26 @@ def test_pause_cancel_keeps_checkpoint(dock, phantom_layer, qtbot, tmp_path, wai
     assert state["meta"]["steps"] == result.steps_done == state["resume"]["step"]
     assert not list(tmp_path.glob(".bb.pt*"))  # no temporary file left behind
 
-    # the UI is usable again and offers the checkpoint as the model
+    # the UI is usable again; the run ended early, so it offers the checkpoint but the
+    # model in use (the shipped backbone) stays, also for the next launch
     assert panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
     assert panel.preset_combo.isEnabled()
-    assert widget.model_box.path == str(tmp_path / "bb.pt")
+    shipped = widget.model_box.shipped
+    assert widget.model_box.path == str(shipped)
+    assert widget.settings.get("model/path", "") == str(shipped)
     assert len(panel.plot.values) >= 3
-    assert any("now the current model" in m for _, m in notes)
+    assert any("is not the current model" in m for _, m in notes)
+    assert panel.use_button.isVisibleTo(panel)
+    panel.use_button.click()
+    assert widget.model_box.path == str(tmp_path / "bb.pt")
+    assert not panel.use_button.isVisibleTo(panel)
+    # the model box says what is active, how far it was trained, and warns
+    box = widget.model_box
+    assert f"{result.steps_done} steps" in box.status.text()
+    assert "1 open image (unlabelled)" in box.status.text()
+    assert box.warning.isVisibleTo(box) and "Far less trained" in box.warning.text()
+    box.use_shipped()
+    assert not box.warning.isVisibleTo(box) and "12 500 steps" in box.status.text()
 
 
 def test_gui_stays_responsive_while_pretraining(
