@@ -162,18 +162,27 @@ def prepare_volume(
     spacing: tuple[float, ...],
     cfg: PreprocessConfig,
     stride: int = 1,
+    crop: tuple[slice, slice] | None = None,
 ) -> PreparedSlices:
-    """Normalise (per 3D volume), resample and pad a ``(z, y, x)`` or ``(t, z, y, x)`` image."""
+    """Normalise (per 3D volume), resample and pad a ``(z, y, x)`` or ``(t, z, y, x)`` image.
+
+    ``crop`` (two slices over ``(y, x)``) keeps an in-plane window after normalisation:
+    the intensities are those of the whole volume, only the window goes to the network,
+    and ``native_shape`` is the cropped shape.
+    """
     data = np.asarray(data)
     if data.ndim not in (3, 4):
         raise ValueError(f"Expected a 3D or 4D image, got {data.ndim} dimensions.")
     frames = data[None] if data.ndim == 3 else data
     norm = np.stack([normalize_intensity(f, cfg.clip_low, cfg.clip_high) for f in frames])
-    x = torch.from_numpy(norm.reshape(-1, 1, *data.shape[-2:]))
-    size = model_size(data.shape[-2:], tuple(spacing[-2:]), cfg)
+    if crop is not None:
+        norm = np.ascontiguousarray(norm[..., crop[0], crop[1]])
+    shape = (*data.shape[:-2], *norm.shape[-2:])
+    x = torch.from_numpy(norm.reshape(-1, 1, *shape[-2:]))
+    size = model_size(shape[-2:], tuple(spacing[-2:]), cfg)
     x = resample(x, size)
     x, pads = pad_to_multiple(x, stride)
-    return PreparedSlices(x.contiguous(), tuple(data.shape), size, pads)
+    return PreparedSlices(x.contiguous(), shape, size, pads)
 
 
 def to_native(maps: torch.Tensor, prepared: PreparedSlices) -> torch.Tensor:

@@ -7,9 +7,16 @@ few-slice-acdc
     per held-out patient, the truth of k = 2 ED slices (the LV-containing slices at
     positions round(n/3) and round(2n/3) of the n that contain LV) trains a segmenter
     for that patient; DICE on the rest of ED (the given slices left out) and all of ES.
+annotation loop
+    few-slice, then round after round the worst-segmented unpainted slice (most wrong
+    voxels, of ED or ES) is replaced by its expert mask -- a perfect correction, which
+    may be background only -- and both phases are segmented again; DICE on the slices
+    nobody painted, after 2, 3, 4, ... painted slices.
 
 Images are preprocessed from the image alone; truth is read only to train (the given
-slices) and to score.
+slices) and to score. With ``localise`` (the default) prediction runs on the heart region
+(:mod:`napari_pix2rep.localise`): in few-slice from the given slices (what the user
+painted), in one-shot from the motion between the held-out patient's own ED and ES images.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .acdc import Case
+from .localise import locate_heart
 from .metrics import dice_per_class
 from .nifti import Volume
 from .predict import DEFAULT_CLEANUP, predict_volume
+from .propagate import propagate_slices
 from .segment import Segmenter, TrainConfig, train_segmenter
 
 CLASS_NAMES = ("RV", "MYO", "LV")
@@ -60,12 +69,18 @@ def evaluate(
     cases: Sequence[LoadedCase],
     device: str = "auto",
     cleanup: bool = DEFAULT_CLEANUP,
+    localise: bool = True,
 ) -> list[dict]:
     """Segment ED and ES of every case; one row per volume with its DICE."""
     rows = []
     for c in cases:
+        region = None
+        if localise and c.ed.data.shape == c.es.data.shape:
+            region = locate_heart(c.ed.data, c.ed.spacing, other_frames=[c.es.data])
         for phase, img, gt in (("ED", c.ed, c.ed_gt), ("ES", c.es, c.es_gt)):
-            pred = predict_volume(segmenter, img.data, img.spacing, device, cleanup=cleanup)
+            pred = predict_volume(
+                segmenter, img.data, img.spacing, device, cleanup=cleanup, region=region
+            )
             rows.append(
                 {
                     "case": c.case.id,
@@ -102,6 +117,84 @@ def few_slice_given(gt: np.ndarray, k: int = 2) -> list[int]:
     return sorted(set(picks))
 
 
+def _carry(case: LoadedCase, src: str, labels: dict, background: dict, n: int, region):
+    """Painted slices of phase ``src`` not painted in the other phase, carried to it."""
+    dst = "ES" if src == "ED" else "ED"
+    vols = {"ED": case.ed.data, "ES": case.es.data}
+    todo = [
+        z
+        for z in range(labels[src].shape[0])
+        if labels[src][z].any() and not labels[dst][z].any() and z not in background[dst]
+    ]
+    target = labels[dst].astype(np.int64)
+    if todo:
+        carried = propagate_slices(vols[src], vols[dst], labels[src], todo, n, region)
+        target[todo] = carried[todo]
+    return target
+
+
+def segment_phases(
+    source,
+    preprocess,
+    case: LoadedCase,
+    ed_labels: np.ndarray,
+    es_labels: np.ndarray | None,
+    cfg: TrainConfig,
+    device: str = "auto",
+    cleanup: bool = DEFAULT_CLEANUP,
+    localise: bool = True,
+    propagate: bool = True,
+    background: tuple[set[int], set[int]] = (set(), set()),
+):
+    """Train on what is painted in ED and ES, segment both; ``(ED, ES predictions, s)``.
+
+    The heart region comes from the painted slices. With ``propagate`` each phase is
+    segmented by its own segmenter, trained on everything painted plus the other
+    phase's painted slices carried onto it by registration (what a painted slice says
+    about the target phase); without, one segmenter trains on what is painted.
+    ``background`` lists ED's and ES's background-only slices (flat indices).
+    """
+    t0 = time.perf_counter()
+    labels = {"ED": ed_labels, "ES": np.zeros_like(ed_labels) if es_labels is None else es_labels}
+    bg = {"ED": set(background[0]), "ES": set(background[1])}
+    images = {"ED": (case.ed.data, case.ed.spacing), "ES": (case.es.data, case.es.spacing)}
+    same_grid = case.ed.data.shape == case.es.data.shape
+    region = None
+    if localise:
+        painted = (labels["ED"] > 0) | (labels["ES"] > 0) if same_grid else labels["ED"]
+        region = locate_heart(case.ed.data, case.ed.spacing, annotation=painted)
+
+    def train(targets: dict):
+        used = [ph for ph in ("ED", "ES") if targets[ph].any() or bg[ph]]
+        return train_segmenter(
+            source,
+            preprocess,
+            [images[ph] for ph in used],
+            [targets[ph] for ph in used],
+            cfg,
+            device=device,
+            background_slices=[bg[ph] for ph in used],
+        )
+
+    if propagate and same_grid:
+        k = len(cfg.classes)
+        segs = {
+            "ED": train({"ED": labels["ED"], "ES": labels["ES"]})
+            if not labels["ES"].any()
+            else train({"ED": _carry(case, "ES", labels, bg, k, region), "ES": labels["ES"]}),
+            "ES": train({"ED": labels["ED"], "ES": _carry(case, "ED", labels, bg, k, region)}),
+        }
+    else:
+        one = train(labels)
+        segs = {"ED": one, "ES": one}
+    train_s = time.perf_counter() - t0
+    preds = [
+        predict_volume(segs[ph], v.data, v.spacing, device, cleanup=cleanup, region=region)
+        for ph, v in (("ED", case.ed), ("ES", case.es))
+    ]
+    return preds[0], preds[1], train_s
+
+
 def few_slice(
     source,
     preprocess,
@@ -111,22 +204,24 @@ def few_slice(
     cleanup: bool = DEFAULT_CLEANUP,
     k: int = 2,
     progress: Callable[[str], None] | None = None,
+    localise: bool = True,
+    propagate: bool = True,
 ) -> list[dict]:
-    """few-slice-acdc: one segmenter per case from k ED slices; DICE on the rest."""
+    """few-slice-acdc: one segmenter per case from k ED slices; DICE on the rest.
+
+    See :func:`segment_phases` for ``localise`` and ``propagate``.
+    """
     rows = []
     for c in cases:
         given = few_slice_given(c.ed_gt.data, k)
         labels = np.zeros_like(c.ed_gt.data)
         labels[given] = c.ed_gt.data[given]
-        t0 = time.perf_counter()
-        seg = train_segmenter(
-            source, preprocess, [(c.ed.data, c.ed.spacing)], [labels], cfg, device=device
+        ed, es, train_s = segment_phases(
+            source, preprocess, c, labels, None, cfg, device, cleanup, localise, propagate
         )
-        train_s = time.perf_counter() - t0
         keep = np.ones(c.ed.data.shape, bool)
         keep[given] = False
-        for phase, img, gt, mask in (("ED", c.ed, c.ed_gt, keep), ("ES", c.es, c.es_gt, None)):
-            pred = predict_volume(seg, img.data, img.spacing, device, cleanup=cleanup)
+        for phase, pred, gt, mask in (("ED", ed, c.ed_gt, keep), ("ES", es, c.es_gt, None)):
             rows.append(
                 {
                     "case": c.case.id,
@@ -139,6 +234,67 @@ def few_slice(
             )
         if progress is not None:
             progress(f"{c.case.id}: ED {rows[-2]['mean']:.3f}, ES {rows[-1]['mean']:.3f}")
+    return rows
+
+
+def annotation_loop(
+    source,
+    preprocess,
+    cases: Sequence[LoadedCase],
+    cfg: TrainConfig,
+    rounds: int = 3,
+    device: str = "auto",
+    cleanup: bool = DEFAULT_CLEANUP,
+    localise: bool = True,
+    propagate: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """The annotation loop (module docstring): one row per case and round.
+
+    Each row has ``painted`` (number of painted slices), ``ED`` / ``ES`` / ``mean`` DICE
+    over the unpainted slices (RV/MYO/LV mean), and the slice added after it.
+    """
+    rows = []
+    for c in cases:
+        truth = {"ED": c.ed_gt.data, "ES": c.es_gt.data}
+        painted = {"ED": set(few_slice_given(truth["ED"], 2)), "ES": set()}
+        for r in range(rounds + 1):
+            labels = {}
+            for ph, gt in truth.items():
+                labels[ph] = np.zeros_like(gt)
+                idx = sorted(painted[ph])
+                labels[ph][idx] = gt[idx]
+            background = tuple({z for z in painted[ph] if not truth[ph][z].any()} for ph in truth)
+            ed, es, train_s = segment_phases(
+                source,
+                preprocess,
+                c,
+                labels["ED"],
+                labels["ES"],
+                cfg,
+                device,
+                cleanup,
+                localise,
+                propagate,
+                background,
+            )
+            row = {"case": c.case.id, "round": r, "painted": 2 + r, "train_s": round(train_s, 2)}
+            worst = (-1, "", -1)
+            for ph, pred in (("ED", ed.labels), ("ES", es.labels)):
+                keep = np.ones(truth[ph].shape, bool)
+                keep[sorted(painted[ph])] = False
+                row[ph] = score(pred, truth[ph], keep)["mean"]
+                for z in np.flatnonzero(keep.any(axis=(1, 2))):
+                    wrong = int((pred[z] != truth[ph][z]).sum())
+                    worst = max(worst, (wrong, ph, int(z)))
+            row["mean"] = float(np.nanmean([row["ED"], row["ES"]]))
+            if worst[0] > 0 and r < rounds:
+                painted[worst[1]].add(worst[2])
+                row["next"] = [worst[1], worst[2]]
+            rows.append(row)
+            if progress is not None:
+                m, e, s = row["mean"], row["ED"], row["ES"]
+                progress(f"{c.case.id} round {r}: {m:.3f} (ED {e:.3f}, ES {s:.3f})")
     return rows
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -511,8 +511,12 @@ def train_segmenter_iter(
     cfg: TrainConfig | None = None,
     device: str | torch.device = "auto",
     names: Sequence[str] | None = None,
+    background_slices: Sequence[Collection[int]] | None = None,
 ) -> Generator[Progress, None, Segmenter]:
     """Train a segmenter from ``(image, spacing)`` pairs and their ``labels`` arrays.
+
+    ``background_slices``: per pair, flat indices of slices annotated as background only
+    (:mod:`napari_pix2rep.annotations`).
 
     ``backbone`` is a pretrained :class:`UNet` (a copy is trained, the original is left
     untouched) or an existing :class:`Segmenter` to continue from (e.g. after the user
@@ -527,6 +531,7 @@ def train_segmenter_iter(
         mode=cfg.annotation_mode,
         background_value=cfg.background_value,
         names=list(names) if names else None,
+        background_slices=background_slices,
     )
     if isinstance(backbone, Segmenter):
         if backbone.classes != cfg.classes:

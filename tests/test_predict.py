@@ -55,3 +55,30 @@ def test_largest_component_per_class_and_frame():
     assert (out[:, 1, 1:5, 1:5] == 3).all() and (out[:, 1, 1:5, 5] == 2).all()
     assert out[0, 2, 0, 9] == 0
     assert (out[1] == out[0]).all()
+
+
+def test_clean_up_keeps_the_component_in_the_heart_region_even_when_smaller():
+    from napari_pix2rep.localise import HeartRegion
+
+    lab = np.zeros((3, 40, 40), np.uint8)
+    lab[:, 5:10, 5:10] = 3  # the heart: small, inside the region
+    lab[:, 20:35, 20:35] = 1  # clutter: larger, outside
+    region = HeartRegion(0, 15, 0, 15, (7.0, 7.0), "test")
+    assert (largest_component(lab, 4) == 1).any()  # without a region, size wins
+    kept = largest_component(lab, 4, region)
+    assert (kept[:, 5:10, 5:10] == 3).all() and not (kept == 1).any()
+
+
+def test_prediction_on_a_region_is_background_outside_and_matches_inside(random_segmenter):
+    from napari_pix2rep.localise import HeartRegion
+
+    img = np.random.default_rng(1).random((3, 64, 64)).astype(np.float32)
+    region = HeartRegion(8, 56, 4, 60, (32.0, 32.0), "test")
+    pred = predict_volume(
+        random_segmenter, img, (8.0, 1.5, 1.5), device="cpu", cleanup=False, region=region
+    )
+    outside = ~region.mask(img.shape)
+    assert (pred.labels[outside] == 0).all()
+    np.testing.assert_array_equal(pred.probabilities[0][outside], 1.0)
+    np.testing.assert_allclose(pred.probabilities.astype(np.float32).sum(0), 1, atol=1e-2)
+    np.testing.assert_array_equal(pred.labels, pred.probabilities.argmax(0))

@@ -47,3 +47,48 @@ def test_score_masks_the_given_slices():
     assert score(pred, gt)["LV"] < 1.0
     rows = [{"RV": float("nan"), "MYO": 0.5, "LV": 1.0, "mean": 0.75}]
     assert summarise(rows)["LV"] == 1.0 and np.isnan(summarise(rows)["RV"])
+
+
+def test_annotation_loop_adds_the_worst_slice_each_round(cases, tiny_backbone_file):
+    from napari_pix2rep.protocols import annotation_loop
+    from napari_pix2rep.segment import TrainConfig, load_backbone
+
+    backbone, pre, _ = load_backbone(tiny_backbone_file)
+    case = LoadedCase.load(cases[0])
+    rows = annotation_loop(
+        backbone, pre, [case], TrainConfig(mode="linear", probe_steps=20), rounds=2, device="cpu"
+    )
+    assert [r["round"] for r in rows] == [0, 1, 2] and [r["painted"] for r in rows] == [2, 3, 4]
+    given = few_slice_given(case.ed_gt.data)
+    added = [tuple(r["next"]) for r in rows[:-1]]
+    assert len(set(added)) == 2 and not any(ph == "ED" and z in given for ph, z in added)
+    assert "next" not in rows[-1]
+    for r in rows:
+        assert 0.0 <= r["ED"] <= 1.0 and 0.0 <= r["ES"] <= 1.0 and r["train_s"] > 0
+
+
+def test_segment_phases_carries_ed_paint_to_es(cases, tiny_backbone_file, monkeypatch):
+    import napari_pix2rep.protocols as protocols
+    from napari_pix2rep.segment import TrainConfig, load_backbone
+
+    backbone, pre, _ = load_backbone(tiny_backbone_file)
+    case = LoadedCase.load(cases[1])
+    given = few_slice_given(case.ed_gt.data)
+    labels = np.zeros_like(case.ed_gt.data)
+    labels[given] = case.ed_gt.data[given]
+    seen = []
+    real = protocols.train_segmenter
+
+    def spy(source, preprocess, images, targets, cfg, **kw):
+        seen.append([sorted(np.flatnonzero(t.reshape(len(t), -1).any(1))) for t in targets])
+        return real(source, preprocess, images, targets, cfg, **kw)
+
+    monkeypatch.setattr(protocols, "train_segmenter", spy)
+    cfg = TrainConfig(mode="linear", probe_steps=10)
+    ed, es, _ = protocols.segment_phases(backbone, pre, case, labels, None, cfg, "cpu")
+    # ED's segmenter learns from the ED paint; ES's also from that paint carried to ES
+    assert seen == [[given], [given, given]]
+    assert ed.labels.shape == case.ed.data.shape and es.labels.shape == case.es.data.shape
+    seen.clear()
+    protocols.segment_phases(backbone, pre, case, labels, None, cfg, "cpu", propagate=False)
+    assert seen == [[given]]

@@ -1,0 +1,171 @@
+"""Where the heart is, without labels: a region of interest on the native grid.
+
+The heart fills about 4 % of a short-axis field of view. Two cues find it without any
+expert mask:
+
+- **motion**: across the frames of a cine (or an ED/ES pair) the ventricles contract
+  and nothing else in a breath-held short-axis stack moves as much. The temporal
+  standard deviation of the per-frame normalised intensities, smoothed and summed over
+  slices, peaks on the ventricles (:func:`motion_map`).
+- **painted slices**: the foreground the user painted is the heart
+  (:func:`region_from_annotation`).
+
+A :class:`HeartRegion` is an in-plane box (the same on every slice, since a short-axis
+stack is centred on the long axis) in native voxel coordinates. The clean-up keeps the
+connected component at the heart (:func:`napari_pix2rep.predict.heart_cleanup`).
+No torch; looks at images (and the user's own annotations), never at a truth mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+#: Half-width of the region around the motion peak, mm. The peak sits on a ventricle,
+#: up to ~40 mm from the heart's centre; with 90 mm, 98.4-100 % of every validation
+#: heart (ACDC ED and ES, 20 patients) is inside (75 mm: down to 90.8 %).
+MOTION_HALF_MM = 90.0
+#: Margin added around painted foreground, mm.
+ANNOTATION_MARGIN_MM = 25.0
+
+
+@dataclass(frozen=True)
+class HeartRegion:
+    """An in-plane box ``[y0, y1) x [x0, x1)`` in native voxels, the same on every slice.
+
+    ``centre`` is ``(y, x)`` in voxels (float); ``source`` says which cue found it.
+    """
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    centre: tuple[float, float]
+    source: str
+
+    def slices(self) -> tuple[slice, slice]:
+        """``(slice(y0, y1), slice(x0, x1))`` for indexing the last two axes."""
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    def mask(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Boolean array of ``shape`` (any leading axes, then ``(y, x)``): True in the box."""
+        m = np.zeros(shape[-2:], dtype=bool)
+        m[self.slices()] = True
+        return np.broadcast_to(m, shape)
+
+    def grown(self, by_yx: tuple[int, int], shape: tuple[int, ...]) -> HeartRegion:
+        """The box grown by ``by_yx`` voxels on each side, clipped to ``shape[-2:]``."""
+        h, w = shape[-2:]
+        return HeartRegion(
+            max(0, self.y0 - by_yx[0]),
+            min(h, self.y1 + by_yx[0]),
+            max(0, self.x0 - by_yx[1]),
+            min(w, self.x1 + by_yx[1]),
+            self.centre,
+            self.source,
+        )
+
+    def area_fraction(self, shape: tuple[int, ...]) -> float:
+        """Share of the in-plane field of view inside the box (0..1]."""
+        return (self.y1 - self.y0) * (self.x1 - self.x0) / float(shape[-2] * shape[-1])
+
+
+def _box(
+    cy: float, cx: float, hy: float, hx: float, shape: tuple[int, int], source: str
+) -> HeartRegion:
+    """A box of half-sizes ``(hy, hx)`` voxels around ``(cy, cx)``, clipped to ``shape``."""
+    h, w = shape
+    y0, y1 = max(0, int(np.floor(cy - hy))), min(h, int(np.ceil(cy + hy)) + 1)
+    x0, x1 = max(0, int(np.floor(cx - hx))), min(w, int(np.ceil(cx + hx)) + 1)
+    return HeartRegion(y0, y1, x0, x1, (float(cy), float(cx)), source)
+
+
+def _robust_unit(volume: np.ndarray) -> np.ndarray:
+    """A 3D frame scaled to its 1-99 percentile range, float32 in about [0, 1]."""
+    v = np.asarray(volume, dtype=np.float32)
+    lo, hi = np.percentile(v, [1.0, 99.0])
+    return np.clip((v - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
+
+
+def motion_map(frames: Sequence[np.ndarray] | np.ndarray, spacing_yx: tuple[float, float]):
+    """Temporal standard deviation summed over slices and smoothed: ``(y, x)`` float32.
+
+    ``frames`` is ``(t, z, y, x)`` (or a sequence of ``t >= 2`` equal-shape 3D frames,
+    e.g. ED and ES). Each frame is scaled to its own 1-99 percentile range first, so a
+    global intensity drift between frames does not count as motion. Smoothing: a
+    Gaussian of 6 mm.
+    """
+    stack = np.stack([_robust_unit(f) for f in frames])
+    if stack.ndim != 4 or stack.shape[0] < 2:
+        raise ValueError("Motion needs at least two 3D frames of the same shape.")
+    energy = stack.std(axis=0).sum(axis=0)
+    sigma = [6.0 / max(float(s), 1e-3) for s in spacing_yx]
+    return ndimage.gaussian_filter(energy, sigma).astype(np.float32)
+
+
+def region_from_motion(
+    frames: Sequence[np.ndarray] | np.ndarray,
+    spacing_yx: tuple[float, float],
+    half_mm: float = MOTION_HALF_MM,
+) -> HeartRegion:
+    """The box of ``2 * half_mm`` around the motion peak (:func:`motion_map`)."""
+    energy = motion_map(frames, spacing_yx)
+    # centroid of the strongest 2 % of the map: stabler than the single arg-max
+    top = energy >= np.percentile(energy, 98.0)
+    cy, cx = ndimage.center_of_mass(np.where(top, energy, 0.0))
+    hy, hx = (half_mm / max(float(s), 1e-3) for s in spacing_yx)
+    return _box(cy, cx, hy, hx, energy.shape, "motion")
+
+
+def region_from_annotation(
+    labels: np.ndarray,
+    spacing_yx: tuple[float, float],
+    margin_mm: float = ANNOTATION_MARGIN_MM,
+    min_half_mm: float = 50.0,
+) -> HeartRegion | None:
+    """The painted foreground's in-plane bounding box plus a margin; None if nothing painted.
+
+    ``labels`` is ``(z, y, x)`` or ``(t, z, y, x)``; every non-zero voxel counts. The box
+    is at least ``2 * min_half_mm`` wide, because painted slices (mid-ventricle) can be
+    smaller than the basal slices.
+    """
+    fg = np.asarray(labels) > 0
+    if not fg.any():
+        return None
+    plane = fg.reshape(-1, *fg.shape[-2:]).any(axis=0)
+    ys, xs = np.nonzero(plane)
+    cy, cx = (ys.min() + ys.max()) / 2.0, (xs.min() + xs.max()) / 2.0
+    sy, sx = (max(float(s), 1e-3) for s in spacing_yx)
+    hy = max((ys.max() - ys.min()) / 2.0 + margin_mm / sy, min_half_mm / sy)
+    hx = max((xs.max() - xs.min()) / 2.0 + margin_mm / sx, min_half_mm / sx)
+    return _box(cy, cx, hy, hx, plane.shape, "annotation")
+
+
+def locate_heart(
+    image: np.ndarray,
+    spacing: tuple[float, ...],
+    annotation: np.ndarray | None = None,
+    other_frames: Sequence[np.ndarray] = (),
+) -> HeartRegion | None:
+    """The best region the inputs allow, or None when nothing localises the heart.
+
+    ``image`` is ``(z, y, x)`` or a cine ``(t, z, y, x)``; ``spacing`` has the same
+    order. Painted foreground (``annotation``, same shape as ``image`` or any array whose
+    last two axes match) wins; otherwise the motion across the cine's frames, or between
+    ``image`` and ``other_frames`` (other 3D phases of the same stack, e.g. ES for ED).
+    """
+    image = np.asarray(image)
+    spacing_yx = (float(spacing[-2]), float(spacing[-1]))
+    if annotation is not None:
+        region = region_from_annotation(annotation, spacing_yx)
+        if region is not None:
+            return region
+    if image.ndim == 4 and image.shape[0] >= 2:
+        return region_from_motion(image, spacing_yx)
+    frames = [image] + [np.asarray(f) for f in other_frames if np.shape(f) == image.shape]
+    if image.ndim == 3 and len(frames) >= 2:
+        return region_from_motion(frames, spacing_yx)
+    return None
