@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from common import (
     CLASS_NAMES,
     load_cases,
@@ -74,12 +76,21 @@ def main() -> None:
                 [name, phase, *(f"{s[k]:.3f}" for k in (*CLASS_NAMES, "mean")), f"{per:.1f}"]
             )
     spread = {n: mean_spread([r["mean"] for r in rows]) for n, rows in runs.items()}
+    ef_lines = []
+    for name, rows in runs.items():
+        err = np.array([abs(r["LV_EF"] - r["LV_EF_truth"]) for r in rows if r["phase"] == "ED"])
+        ef_lines.append(
+            [name, f"{np.nanmean(err):.1f}", f"{np.nanmax(err):.1f}", f"{int((err <= 5).sum())}"]
+        )
     md = (
         f"few-slice-acdc on {len(val)} validation patients, backbone `{model_name}`: "
         "2 given ED slices per patient, DICE on the other ED slices and all of ES.\n\n"
         + table(header, lines)
         + "\n\nper-volume mean DICE, mean ± std over volumes: "
         + ", ".join(f"{n} {v}" for n, v in spread.items())
+        + f"\n\nLV ejection fraction from the masks (painted slices as painted), {len(val)} "
+        "patients:\n\n"
+        + table(["method", "mean |error| (points)", "max", "within 5 points"], ef_lines)
         + "\n"
     )
     write_results(args.out, tagged("few_slice", args.tag), {"model": model_name, "runs": runs}, md)

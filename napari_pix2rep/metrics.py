@@ -61,7 +61,8 @@ class CardiacMeasures:
         return asdict(self)
 
 
-def _ef(edv: float, esv: float) -> float:
+def ejection_fraction(edv: float, esv: float) -> float:
+    """EF in percent from end-diastolic and end-systolic volumes (NaN when EDV is 0)."""
     return 100.0 * (edv - esv) / edv if edv > 0 else float("nan")
 
 
@@ -74,10 +75,10 @@ def cardiac_measures(ed: np.ndarray, es: np.ndarray, spacing: Sequence[float]) -
     return CardiacMeasures(
         LV_EDV=a["LV_ml"],
         LV_ESV=b["LV_ml"],
-        LV_EF=_ef(a["LV_ml"], b["LV_ml"]),
+        LV_EF=ejection_fraction(a["LV_ml"], b["LV_ml"]),
         RV_EDV=a["RV_ml"],
         RV_ESV=b["RV_ml"],
-        RV_EF=_ef(a["RV_ml"], b["RV_ml"]),
+        RV_EF=ejection_fraction(a["RV_ml"], b["RV_ml"]),
         MYO_mass=a["MYO_ml"] * MYO_DENSITY_G_PER_ML,
     )
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from .acdc import Case
 from .localise import locate_heart
-from .metrics import dice_per_class
+from .metrics import dice_per_class, ejection_fraction, structure_volumes
 from .nifti import Volume
 from .predict import DEFAULT_CLEANUP, predict_volume
 from .propagate import propagate_slices
@@ -221,6 +221,13 @@ def few_slice(
         )
         keep = np.ones(c.ed.data.shape, bool)
         keep[given] = False
+        # EF as the user would read it: the painted slices keep what was painted
+        ed_mask = np.where(keep, ed.labels, labels)
+        lv = lambda m, v: structure_volumes(m, v.spacing)["LV_ml"]  # noqa: E731
+        ef = {
+            "LV_EF": ejection_fraction(lv(ed_mask, c.ed), lv(es.labels, c.es)),
+            "LV_EF_truth": ejection_fraction(lv(c.ed_gt.data, c.ed), lv(c.es_gt.data, c.es)),
+        }
         for phase, pred, gt, mask in (("ED", ed, c.ed_gt, keep), ("ES", es, c.es_gt, None)):
             rows.append(
                 {
@@ -230,10 +237,15 @@ def few_slice(
                     "given": given,
                     "train_s": round(train_s, 2),
                     **score(pred.labels, gt.data, mask),
+                    **ef,
                 }
             )
         if progress is not None:
-            progress(f"{c.case.id}: ED {rows[-2]['mean']:.3f}, ES {rows[-1]['mean']:.3f}")
+            err = ef["LV_EF"] - ef["LV_EF_truth"]
+            progress(
+                f"{c.case.id}: ED {rows[-2]['mean']:.3f}, ES {rows[-1]['mean']:.3f}, "
+                f"LV EF error {err:+.1f} points"
+            )
     return rows
 
 
