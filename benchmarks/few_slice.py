@@ -44,6 +44,18 @@ def main() -> None:
         default=True,
         help="Keep the heart's largest 3D components (the default).",
     )
+    p.add_argument(
+        "--localise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Predict on the heart region of the painted slices (the default).",
+    )
+    p.add_argument(
+        "--propagate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Carry the painted ED slices to ES by registration (the default).",
+    )
     args = p.parse_args()
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)
@@ -61,6 +73,8 @@ def main() -> None:
             recipe,
             args.device,
             cleanup=args.cleanup,
+            localise=args.localise,
+            propagate=args.propagate,
             progress=lambda m, n=name: print(f"{n} {m}", flush=True),
         )
         runs[name] = rows
@@ -83,7 +97,8 @@ def main() -> None:
         )
     md = (
         f"few-slice-acdc on {len(val)} validation patients, backbone `{model_name}`: "
-        "2 given ED slices per patient, DICE on the other ED slices and all of ES.\n\n"
+        "2 given ED slices per patient, DICE on the other ED slices and all of ES "
+        f"(localise={args.localise}, propagate={args.propagate}).\n\n"
         + table(header, lines)
         + "\n\nper-volume mean DICE, mean ± std over volumes: "
         + ", ".join(f"{n} {v}" for n, v in spread.items())

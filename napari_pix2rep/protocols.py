@@ -14,9 +14,10 @@ annotation loop
     nobody painted, after 2, 3, 4, ... painted slices.
 
 Images are preprocessed from the image alone; truth is read only to train (the given
-slices) and to score. With ``localise`` (the default) prediction runs on the heart region
-(:mod:`napari_pix2rep.localise`): in few-slice from the given slices (what the user
-painted), in one-shot from the motion between the held-out patient's own ED and ES images.
+slices) and to score. With ``localise`` prediction runs on the heart region
+(:mod:`napari_pix2rep.localise`): in few-slice (on by default, measured) from the given
+slices, what the user painted; in one-shot (off by default, not yet measured) from the
+motion between the held-out patient's own ED and ES images.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def evaluate(
     cases: Sequence[LoadedCase],
     device: str = "auto",
     cleanup: bool = DEFAULT_CLEANUP,
-    localise: bool = True,
+    localise: bool = False,
 ) -> list[dict]:
     """Segment ED and ES of every case; one row per volume with its DICE."""
     rows = []
