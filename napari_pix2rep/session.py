@@ -228,20 +228,25 @@ def measures_table(
     labels: np.ndarray,
     spacing: Sequence[float],
     es_labels: np.ndarray | None = None,
+    ed: int | None = None,
+    es: int | None = None,
 ) -> MeasuresTable:
     """Clinical measures of a segmentation (labels 1 RV, 2 MYO, 3 LV).
 
     A 4D ``(t, z, y, x)`` segmentation gives EDV/ESV/EF/mass (ED = largest LV frame, ES =
-    smallest) and the volume curve across frames; a 3D one with ``es_labels`` (the ES
-    frame, same grid) gives the same measures with ``labels`` taken as ED; a 3D one alone
-    gives its structure volumes. ``spacing`` follows the axes of ``labels`` (mm).
+    smallest, unless the frames ``ed`` / ``es`` are given) and the volume curve across
+    frames; a 3D one with ``es_labels`` (the ES frame, same grid) gives the same measures
+    with ``labels`` taken as ED; a 3D one alone gives its structure volumes. ``spacing``
+    follows the axes of ``labels`` (mm).
     """
     labels = np.asarray(labels)
     spatial = tuple(float(s) for s in spacing)[-3:]
     if labels.ndim == 4:
-        m = cine_measures(labels, spatial)
+        m = cine_measures(labels, spatial, ed=ed, es=es)
         curve = [{"frame": float(t), **c} for t, c in enumerate(volume_curve(labels, spatial))]
-        note = f"ED = frame {m.ed_frame} (largest LV), ES = frame {m.es_frame} (smallest LV)."
+        ed_how = "given" if ed is not None else "largest LV"
+        es_how = "given" if es is not None else "smallest LV"
+        note = f"ED = frame {m.ed_frame} ({ed_how}), ES = frame {m.es_frame} ({es_how})."
         return MeasuresTable(_measure_rows(m), curve, note)
     if labels.ndim != 3:
         raise ValueError(f"Expected a 3D or 4D segmentation, not shape {labels.shape}.")

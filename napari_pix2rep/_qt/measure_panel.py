@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -65,6 +66,14 @@ class MeasurePanel(QWidget):
         )
         form.addRow("ED or cine", self.layer_combo)
         form.addRow("ES (3D)", self.es_combo)
+        # a cine's ED / ES frames: "auto" = largest / smallest LV volume
+        self.ed_frame = self._frame_box("ED frame of the cine (auto: largest LV volume)")
+        self.es_frame = self._frame_box("ES frame of the cine (auto: smallest LV volume)")
+        frames = QHBoxLayout()
+        frames.addWidget(self.ed_frame)
+        frames.addWidget(QLabel("ES"))
+        frames.addWidget(self.es_frame)
+        form.addRow("Cine ED", frames)
         outer.addLayout(form)
         row = QHBoxLayout()
         self.compute_button = QPushButton("Compute")
@@ -102,6 +111,15 @@ class MeasurePanel(QWidget):
         links.connect(viewer.layers.events.inserted, self.refresh_layers)
         links.connect(viewer.layers.events.removed, self.refresh_layers)
         self.refresh_layers()
+
+    @staticmethod
+    def _frame_box(tip: str) -> QSpinBox:
+        box = QSpinBox()
+        box.setMinimum(-1)
+        box.setSpecialValueText("auto")
+        box.setValue(-1)
+        box.setToolTip(tip)
+        return box
 
     def _infos(self) -> list[LabelsInfo]:
         return [
@@ -146,6 +164,10 @@ class MeasurePanel(QWidget):
         if self.es_combo.findText(current) >= 0:
             self.es_combo.setCurrentText(current)
         self.es_combo.setEnabled(ed is not None and len(ed.shape) == 3)
+        cine = ed is not None and len(ed.shape) == 4
+        for box in (self.ed_frame, self.es_frame):
+            box.setEnabled(cine)
+            box.setMaximum(ed.shape[0] - 1 if cine else -1)
 
     def set_layers(self, ed: str, es: str | None = None) -> None:
         """Measure these layers (kept while they are open), as if picked by hand."""
@@ -163,10 +185,15 @@ class MeasurePanel(QWidget):
         if layer.ndim == 3 and self.es_combo.currentText() != NO_ES:
             es_layer = L.find_layer(self.viewer, self.es_combo.currentText())
         try:
+            frames = [
+                b.value() if b.value() >= 0 else None for b in (self.ed_frame, self.es_frame)
+            ]
             table = measures_table(
                 np.asarray(layer.data),
                 L.spacing(layer),
                 np.asarray(es_layer.data) if es_layer is not None else None,
+                ed=frames[0] if layer.ndim == 4 else None,
+                es=frames[1] if layer.ndim == 4 else None,
             )
         except ValueError as exc:
             notify_error(exc)

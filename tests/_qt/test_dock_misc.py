@@ -77,6 +77,18 @@ def test_measures_of_the_4d_phantom(dock, tmp_path, notes):
     assert ["frame", "LV_ml", "RV_ml", "MYO_ml"] in rows
     assert not [m for s, m in notes if s == "error"]
 
+    # the user overrides the cine's ED / ES frames; "auto" brings the LV curve back
+    assert panel.ed_frame.isEnabled() and panel.ed_frame.maximum() == 11
+    es_auto = int(panel.note.text().split("ES = frame ")[1].split(" ")[0])
+    panel.ed_frame.setValue(2)
+    panel.compute()
+    assert "ED = frame 2 (given), ES = frame" in panel.note.text()
+    assert f"ES = frame {es_auto} (smallest LV)" in panel.note.text()
+    assert panel.value("LV EF") < ef  # frame 2 is already contracting
+    panel.ed_frame.setValue(-1)
+    panel.compute()
+    assert "ED = frame 0 (largest LV)" in panel.note.text()
+
 
 def test_measures_of_ed_and_es_3d_layers(dock):
     from napari_pix2rep.phantom import make_phantom
