@@ -605,10 +605,13 @@ def _add_convert(sub) -> None:
     p.set_defaults(func=_cmd_convert)
 
 
+@_sigterm_interrupts
 def _cmd_convert(args) -> int:
     from .dicom import read_dicom
     from .nifti import write_nifti
+    from .outputs import check_output_file
 
+    check_output_file(args.out)
     vol = read_dicom(args.series, series=args.pick)
     write_nifti(args.out, vol.data, vol, kind="image")
     s = vol.series

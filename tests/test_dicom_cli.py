@@ -195,3 +195,14 @@ def test_reader_reads_dicom_files_dropped_together_once(cine):
     files = sorted(str(p) for p in cine["folder"].iterdir())[:5]
     layers = get_reader(files)(files)
     assert len(layers) == 1 and layers[0][0].shape == (3, 6, 64, 64)
+
+
+def test_convert_checks_its_output_before_reading_the_series(cine, tmp_path, monkeypatch, capsys):
+    import napari_pix2rep.dicom as dicom
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the series was read before the output was checked")
+
+    monkeypatch.setattr(dicom, "read_dicom", no_work)
+    assert main(["convert", str(cine["folder"]), "--out", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err
