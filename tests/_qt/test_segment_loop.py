@@ -3,6 +3,8 @@ correct, segment again, export; and errors that become notifications."""
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -105,9 +107,21 @@ def test_annotate_segment_undo_correct_export(
     np.testing.assert_array_equal(ann.data, painted)
     ann.redo()
 
+    # erasing a false positive and using it marks the slice background-only
+    z = next(z for z in range(8) if z not in (2, 5, 6) and np.any(seg.data[z]))
+    seg.data[z] = 0
+    seg.refresh()
+    assert panel.use_corrections() == 2  # slice 6 again, and z
+    assert ann.metadata["pix2rep_background_slices"] == [z]
+    assert f"(background only: slice {z})" in panel.refresh_summary()
+    assert any(f"slice {z} now empty: marked background only" in m for _, m in notes)
+    (saved_ann,) = ann.save(str(tmp_path / "scan_labels.nii.gz"), plugin=PLUGIN)
+    sidecar = json.loads((tmp_path / "scan_labels.slices.json").read_text())
+    assert sidecar["background_only"] == [[z]] and sidecar["shape"] == [8, 96, 96]
+
     # the suggestion never points at an annotated slice
     pos = panel.suggest_next_slice()
-    assert pos is not None and pos[0] not in (2, 5, 6)
+    assert pos is not None and pos[0] not in (2, 5, 6, z)
 
     # export = the plugin's writer: the image's header, the layer's data
     out = panel.export_segmentation(str(tmp_path / "scan_seg.nii.gz"))
