@@ -330,7 +330,7 @@ class SegmentPanel(QWidget):
     def _annotation_pairs(self) -> list[tuple[Any, Any]]:
         """(image, annotation layer) pairs that training would use, chosen pair first."""
         image, ann = self.current_image(), self.current_annotation()
-        pairs = [(image, ann)] if image is not None and ann is not None else []
+        pairs = [(self._owner(ann, image), ann)] if image is not None and ann is not None else []
         if self.all_images_check.isChecked():
             for layer in self.viewer.layers:
                 if not L.is_labels(layer) or L.role(layer) != L.ANNOTATION or L.same(layer, ann):
@@ -343,6 +343,23 @@ class SegmentPanel(QWidget):
                 ):
                     pairs.append((img, layer))
         return pairs
+
+    def _owner(self, ann: Any, image: Any) -> Any:
+        """The image an annotation layer was painted on: the one the dock made it for when
+        that is open on the same grid (ED's annotations chosen for ES teach on ED, and
+        are carried to ES), else ``image``."""
+        owner = L.find_layer(self.viewer, L.linked_image(ann))
+        if L.role(ann) != L.ANNOTATION or owner is None or not L.is_image(owner):
+            return image
+        return owner if tuple(owner.data.shape) == tuple(ann.data.shape) else image
+
+    def _own_annotation(self, image: Any) -> Any | None:
+        """The chosen annotation layer when it was painted on ``image``, else the one the
+        dock made for ``image`` (None: none): corrections of ES never go into ED's."""
+        ann = self.current_annotation()
+        if ann is not None and L.same(self._owner(ann, image), image):
+            return ann
+        return L.linked_layer(self.viewer, image, L.ANNOTATION) if image is not None else None
 
     @staticmethod
     def background(layer: Any) -> set[int]:
@@ -606,7 +623,7 @@ class SegmentPanel(QWidget):
         if not positions:
             notify_info("No corrected slice: edit the segmentation layer first.")
             return 0
-        ann = self.current_annotation()
+        ann = self._own_annotation(image)
         if ann is None:
             ann = self.new_annotation_layer()
             if ann is None:
@@ -634,7 +651,7 @@ class SegmentPanel(QWidget):
         if u is None or ref is None:
             notify_error("No prediction yet: press Segment first.")
             return None
-        ann = self.current_annotation()
+        ann = self._own_annotation(self.current_image())
         exclude = (
             annotation_summary(np.asarray(ann.data), self.background(ann))[0]
             if ann is not None
