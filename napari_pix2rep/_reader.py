@@ -6,19 +6,25 @@ layers with integer data. A DICOM series (a folder, or one ``.dcm`` / ``.ima`` f
 becomes one ``image`` layer, 4D ``(t, z, y, x)`` for a cine, named after the patient and
 series. Each layer's ``scale`` is the voxel spacing and its ``metadata`` carries a NIfTI
 header (for DICOM: the converted affine), so it can be saved back with the same geometry.
+A label file's ``.slices.json`` sidecar (background-only slices, docs/annotations.md)
+goes into ``metadata["pix2rep_background_slices"]``; a sidecar that cannot be used is
+ignored with a warning (napari shows it), the labels still open.
 Deciding on a folder opens only a few of its files. No torch import.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from .annotations import AnnotationError, read_background_slices
 from .dicom import read_dicom
 from .images import is_dicom_source, read_image
+from .loop import BACKGROUND_KEY
 from .nifti import Volume, is_nifti_path, nifti_stem, volume_metadata
 from .session import BASE_COLORS
 
@@ -80,5 +86,19 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
             continue
         vol = read_image(p, kind="auto")
         name = nifti_stem(p) if is_nifti_path(p) else vol.name
-        layers.append(layer_data(vol, labels=vol.is_labels, name=name))
+        layer = layer_data(vol, labels=vol.is_labels, name=name)
+        if vol.is_labels and is_nifti_path(p):
+            _add_background_slices(layer, p)
+        layers.append(layer)
     return layers
+
+
+def _add_background_slices(layer: LayerData, path: PathLike) -> None:
+    """Put the sidecar's background-only slices (flat indices) into the layer metadata."""
+    try:
+        flat = read_background_slices(path, tuple(np.shape(layer[0])))
+    except AnnotationError as exc:
+        warnings.warn(f"Background-only slices not loaded: {exc}", stacklevel=2)
+        return
+    if flat:
+        layer[1]["metadata"][BACKGROUND_KEY] = sorted(flat)

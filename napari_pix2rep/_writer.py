@@ -3,13 +3,20 @@
 The geometry comes from the layer's ``metadata`` (put there by the reader, or copied from
 the image onto a labels layer). A layer without NIfTI metadata is written with an affine
 ``diag(scale)`` built from the layer's ``scale`` (sform/qform code 1) rather than an
-identity. A path without ``.nii`` / ``.nii.gz`` gets ``.nii.gz`` appended.
+identity. A path without ``.nii`` / ``.nii.gz`` gets ``.nii.gz`` appended. A labels layer's
+background-only slices (``metadata["pix2rep_background_slices"]``) go to the
+``.slices.json`` sidecar beside the file (docs/annotations.md); without any, a sidecar
+left there by an earlier save is removed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from .annotations import write_background_slices
+from .loop import background_of
 from .nifti import is_nifti_path, volume_from_layer, write_nifti
 
 
@@ -25,8 +32,13 @@ def _write(path: str, data: Any, meta: dict[str, Any], kind: str) -> list[str]:
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Save a labels layer (uint8/uint16, no scaling) with its image's NIfTI header."""
-    return _write(path, data, meta, "labels")
+    """Save a labels layer (uint8/uint16, no scaling) with its image's NIfTI header, and
+    its background-only slices in the sidecar."""
+    (written,) = _write(path, data, meta, "labels")
+    shape = tuple(int(n) for n in np.shape(data))
+    flat = background_of(meta.get("metadata"), int(np.prod(shape[:-2])))
+    write_background_slices(written, flat, shape)
+    return [written]
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

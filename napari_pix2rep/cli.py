@@ -263,7 +263,8 @@ def _add_train(sub) -> None:
         action="append",
         required=True,
         metavar="LAB",
-        help="Labels on the image's grid; one --labels per --image.",
+        help="Labels on the image's grid; one --labels per --image. Its LAB.slices.json "
+        "sidecar, when there is one, lists background-only slices (docs/annotations.md).",
     )
     p.add_argument("--out", required=True, metavar="SEG.pt")
     p.add_argument(
@@ -322,6 +323,16 @@ def _load_pair(image_path: str, labels_path: str):
     return image, labels
 
 
+def _background_slices(labels_path: str, labels) -> set[int]:
+    """The background-only slices of ``labels_path``'s sidecar, said when there are any."""
+    from .annotations import read_background_slices, sidecar_path
+
+    flat = read_background_slices(labels_path, tuple(labels.data.shape))
+    if flat:
+        print(f"{len(flat)} background-only slices from {sidecar_path(labels_path).name}")
+    return flat
+
+
 def _backbone_source(path: str | None):
     """(UNet or Segmenter, PreprocessConfig) from --model (default: the shipped backbone)."""
     from .checkpoint import default_backbone_path, load_model_file
@@ -344,6 +355,7 @@ def _cmd_train(args) -> int:
         raise CliError("Give one --labels for every --image.")
     check_output_file(args.out)
     pairs = [_load_pair(i, lab) for i, lab in zip(args.image, args.labels)]
+    background = [_background_slices(path, lab) for path, (_, lab) in zip(args.labels, pairs)]
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
     cfg = TrainConfig(
         mode=args.mode,
@@ -376,6 +388,7 @@ def _cmd_train(args) -> int:
         device=args.device,
         names=[img.name for img, _ in pairs],
         progress=report,
+        background_slices=background,
     )
     seg.meta["model_source"] = str(args.model or "shipped")
     seg.save(args.out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,15 +209,17 @@ def _predict_iter(
     spacing: Sequence[float],
     device: Any,
     should_stop: StopCheck,
+    region: Any = None,
 ) -> Generator[JobProgress, None, Any]:
     """Prediction frame by frame (the same result as one call: frames are normalised
-    separately); returns the :class:`Prediction` or None when stopped."""
+    separately), on the heart ``region`` when given; returns the :class:`Prediction` or
+    None when stopped."""
     from .predict import Prediction, predict_volume
 
     data = np.asarray(data)
     if data.ndim == 3:
         yield JobProgress("predict", 0, 1, message="Segmenting every slice")
-        pred = predict_volume(segmenter, data, tuple(spacing), device=device)
+        pred = predict_volume(segmenter, data, tuple(spacing), device=device, region=region)
         yield JobProgress("predict", 1, 1)
         return pred
     n = data.shape[0]
@@ -225,7 +227,7 @@ def _predict_iter(
     for t in range(n):
         if should_stop():
             return None
-        p = predict_volume(segmenter, data[t], tuple(spacing)[1:], device=device)
+        p = predict_volume(segmenter, data[t], tuple(spacing)[1:], device=device, region=region)
         if labels is None:
             labels = np.empty(data.shape, dtype=p.labels.dtype)
             probs = np.empty((p.probabilities.shape[0], *data.shape), dtype=np.float16)
@@ -244,20 +246,41 @@ def segment_job(
     names: Sequence[str] | None = None,
     train: bool = True,
     should_stop: StopCheck = _never,
+    background: Sequence[Collection[int]] | None = None,
+    own: int | None = None,
+    on_grid: Sequence[bool] | None = None,
+    localise: bool = True,
+    propagate: bool = True,
 ) -> Generator[JobProgress, None, SegmentResult]:
     """Train a segmenter from annotated ``pairs`` ``(image, spacing, labels)``, segment ``target``.
 
     ``model`` is a backbone/segmenter file path or a ``Segmenter``. With ``train=False``
     the segmenter (``model`` itself, or loaded from a segmenter file) only predicts.
-    Training uses only the labels given here; the returned prediction is for every slice
-    and frame of ``target`` ``(image, spacing)``.
+    Training uses only the labels given here (``background``: per pair, flat indices of
+    its background-only slices); the returned prediction is for every slice and frame of
+    ``target`` ``(image, spacing)``.
+
+    ``own`` is the index of the pair annotating the target itself (None: none);
+    ``on_grid`` says per pair whether it is another phase of the target's stack (None:
+    same shape and spacing). With ``localise`` prediction runs on the heart region
+    (:func:`napari_pix2rep.localise.locate_heart`: the target's paint, else that of the
+    pairs on its grid, else the motion of a cine); with ``propagate`` (training only)
+    painted slices are carried onto the target first
+    (:func:`napari_pix2rep.loop.carry_iter`).
     """
     from .device import release_memory, resolve_device
+    from .loop import carry_iter, grid_pairs, heart_region
     from .segment import Segmenter, TrainConfig, train_segmenter_iter
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**(config or {}))
+    pairs = list(pairs)
+    names = list(names) if names else [f"image {i + 1}" for i in range(len(pairs))]
+    background = [set(b) for b in (background or [])]
+    background += [set()] * (len(pairs) - len(background))
+    grid = grid_pairs(pairs, target, own, on_grid)
+    region = heart_region(pairs, target, own, grid) if localise else None
     if isinstance(model, str | os.PathLike):
         source, preprocess = load_model_source(model)
     else:
@@ -267,6 +290,15 @@ def segment_job(
             if train:
                 if isinstance(source, Segmenter):
                     source = source.backbone  # learn the classes asked for, from its features
+                if propagate:
+                    extra = yield from carry_iter(
+                        pairs, target, own, background, grid, len(cfg.classes), region, should_stop
+                    )
+                    if extra is None:
+                        return SegmentResult(None, None, True, time.perf_counter() - t0)
+                    pairs += extra
+                    names += ["carried"] * len(extra)
+                    background += [set()] * len(extra)
                 gen = train_segmenter_iter(
                     source,
                     preprocess,
@@ -275,6 +307,7 @@ def segment_job(
                     cfg,
                     device=dev,
                     names=names,
+                    background_slices=background,
                 )
                 segmenter = None
                 while True:
@@ -294,7 +327,9 @@ def segment_job(
                         "Segment to train one first."
                     )
                 segmenter = source
-            pred = yield from _predict_iter(segmenter, target[0], target[1], dev, should_stop)
+            pred = yield from _predict_iter(
+                segmenter, target[0], target[1], dev, should_stop, region
+            )
         finally:
             release_memory(dev)
     if pred is None:

@@ -418,3 +418,29 @@ def test_a_runtime_error_in_a_command_is_one_sentence(case, tmp_path, monkeypatc
     assert _one_line_error(capsys) == (
         "pix2rep measure: error: RuntimeError: Expected all tensors to be on the same device."
     )
+
+
+def test_train_reads_the_background_only_sidecar(case, tiny_backbone, tmp_path, capsys):
+    from napari_pix2rep.annotations import sidecar_path, write_background_slices
+
+    labels = tmp_path / "heart_labels.nii.gz"
+    labels.write_bytes(open(case["labels"], "rb").read())
+    write_background_slices(labels, {0, 7}, (8, 96, 96))
+    out = tmp_path / "s.pt"
+    argv = ["train", "--image", case["image"], "--labels", str(labels), "--out", str(out)]
+    argv += ["--model", str(tiny_backbone), "--device", "cpu", "--steps", "2"]
+    assert main(argv) == 0
+    assert "2 background-only slices from heart_labels.slices.json" in capsys.readouterr().out
+    import torch
+
+    used = torch.load(out, weights_only=True)["meta"]["annotated_slices"]
+    assert sorted(z for _, z in used) == [0, 2, 5, 7]
+
+    out.unlink()
+    sidecar_path(labels).write_text(
+        '{"format": "napari-pix2rep/annotated-slices", "shape": [8, 50, 96]}', encoding="utf-8"
+    )
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert "heart_labels.slices.json was written for a grid [8, 50, 96]" in err, err
+    assert not out.exists()

@@ -147,3 +147,33 @@ def test_hooks_do_not_import_torch_or_qt():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_background_only_slices_round_trip_through_the_sidecar(phantom_files, tmp_path):
+    from napari_pix2rep.annotations import sidecar_path
+
+    _, labels_path = phantom_files
+    ((data, meta, kind),) = get_reader(labels_path)(labels_path)
+    assert kind == "labels" and "pix2rep_background_slices" not in meta["metadata"]
+    meta["metadata"]["pix2rep_background_slices"] = [0, 5]
+    (out,) = write_labels(str(tmp_path / "ann.nii.gz"), data, meta)
+    side = sidecar_path(out)
+    assert side.name == "ann.slices.json" and side.is_file()
+    ((_, again, _),) = get_reader(out)(out)
+    assert again["metadata"]["pix2rep_background_slices"] == [0, 5]
+
+    # saved again without marks: the stale sidecar goes
+    del meta["metadata"]["pix2rep_background_slices"]
+    write_labels(out, data, meta)
+    assert not side.exists()
+
+
+def test_a_bad_sidecar_warns_and_the_labels_still_open(phantom_files, tmp_path):
+    from napari_pix2rep.annotations import sidecar_path
+
+    _, labels_path = phantom_files
+    sidecar_path(labels_path).write_text('{"format": "something else"}', encoding="utf-8")
+    with pytest.warns(UserWarning, match="Background-only slices not loaded: .* is not a"):
+        ((data, meta, kind),) = get_reader(labels_path)(labels_path)
+    assert kind == "labels" and data.any()
+    assert "pix2rep_background_slices" not in meta["metadata"]

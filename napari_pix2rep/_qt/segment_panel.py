@@ -1,10 +1,12 @@
 """Segment tab: annotation layer, Segment / Cancel, corrections, suggestion, export.
 
-Library calls: ``jobs.segment_job`` (``segment.train_segmenter_iter`` then
-``predict.predict_volume``) in a worker; ``annotations.annotated_slice_summary`` for the
-list of annotated slices; ``session.edited_slices`` / ``slice_update`` for "Use
-corrections"; ``session.suggest_slice``; ``_writer.write_labels`` (``nifti.write_nifti``)
-for the export; ``Segmenter.save``.
+Library calls: ``jobs.segment_job`` (heart region, painted slices carried by
+``loop.carry_iter``, ``segment.train_segmenter_iter``, ``predict.predict_volume``) in a
+worker; ``loop.annotation_summary`` for the list of annotated slices;
+``session.edited_slices`` / ``slice_update`` and ``loop.corrected_background`` for "Use
+corrections" (an emptied slice becomes background-only, in the layer's
+``metadata["pix2rep_background_slices"]``); ``session.suggest_slice``;
+``_writer.write_labels`` (``nifti.write_nifti``) for the export; ``Segmenter.save``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..annotations import AnnotationError, annotated_slice_summary
+from ..annotations import AnnotationError
+from ..loop import (
+    BACKGROUND_KEY,
+    annotation_summary,
+    background_of,
+    corrected_background,
+    on_same_grid,
+)
 from ..nifti import METADATA_KEY
 from ..session import (
     class_colors,
@@ -54,6 +63,7 @@ from .runner import JobRunner
 from .settings import Settings
 
 STAGE_NAMES = {
+    "carry": "Propagating",
     "features": "Computing features",
     "probe": "Linear probe",
     "finetune": "Fine-tuning",
@@ -320,7 +330,7 @@ class SegmentPanel(QWidget):
     def _annotation_pairs(self) -> list[tuple[Any, Any]]:
         """(image, annotation layer) pairs that training would use, chosen pair first."""
         image, ann = self.current_image(), self.current_annotation()
-        pairs = [(image, ann)] if image is not None and ann is not None else []
+        pairs = [(self._owner(ann, image), ann)] if image is not None and ann is not None else []
         if self.all_images_check.isChecked():
             for layer in self.viewer.layers:
                 if not L.is_labels(layer) or L.role(layer) != L.ANNOTATION or L.same(layer, ann):
@@ -328,19 +338,63 @@ class SegmentPanel(QWidget):
                 img = L.find_layer(self.viewer, L.linked_image(layer))
                 if img is None or L.same(img, image) or not L.is_image(img):
                     continue
-                if tuple(img.data.shape) == tuple(layer.data.shape) and np.any(layer.data):
+                if tuple(img.data.shape) == tuple(layer.data.shape) and (
+                    np.any(layer.data) or self.background(layer)
+                ):
                     pairs.append((img, layer))
         return pairs
+
+    def _owner(self, ann: Any, image: Any) -> Any:
+        """The image an annotation layer was painted on: the one the dock made it for when
+        that is open on the same grid (ED's annotations chosen for ES teach on ED, and
+        are carried to ES), else ``image``."""
+        owner = L.find_layer(self.viewer, L.linked_image(ann))
+        if L.role(ann) != L.ANNOTATION or owner is None or not L.is_image(owner):
+            return image
+        return owner if tuple(owner.data.shape) == tuple(ann.data.shape) else image
+
+    def _own_annotation(self, image: Any) -> Any | None:
+        """The chosen annotation layer when it was painted on ``image``, else the one the
+        dock made for ``image`` (None: none): corrections of ES never go into ED's."""
+        ann = self.current_annotation()
+        if ann is not None and L.same(self._owner(ann, image), image):
+            return ann
+        return L.linked_layer(self.viewer, image, L.ANNOTATION) if image is not None else None
+
+    @staticmethod
+    def background(layer: Any) -> set[int]:
+        """The background-only slices (flat indices) of an annotation layer."""
+        shape = np.shape(layer.data)
+        return background_of(layer.metadata, int(np.prod(shape[:-2])))
+
+    def _job_inputs(self, image: Any, pairs: list[tuple[Any, Any]]) -> dict:
+        """What segment_job needs beyond the arrays: background-only slices, which pair
+        annotates ``image`` itself, and which pairs are other phases on its grid."""
+        meta = (image.metadata or {}).get(METADATA_KEY) or {}
+
+        def grid_of(layer: Any) -> tuple:
+            m = (layer.metadata or {}).get(METADATA_KEY) or {}
+            return tuple(layer.data.shape), L.spacing(layer), m.get("affine")
+
+        own = next((k for k, (img, _) in enumerate(pairs) if L.same(img, image)), None)
+        target = (tuple(image.data.shape), L.spacing(image), meta.get("affine"))
+        return {
+            "background": [self.background(ann) for _, ann in pairs],
+            "own": own,
+            "on_grid": [on_same_grid(*grid_of(img), *target) for img, _ in pairs],
+        }
 
     def refresh_summary(self) -> str:
         """Show which layers are annotated and on which slices (per frame for 4D)."""
         self._summary_timer.stop()
         lines = []
         for img, ann in self._annotation_pairs():
-            positions = annotated_slice_summary(np.asarray(ann.data))
+            positions, empty = annotation_summary(np.asarray(ann.data), self.background(ann))
+            text = format_positions(positions)
+            if empty:
+                text += f" (background only: {format_positions(empty)})"
             lines.append(
-                f"<b>{html.escape(ann.name)}</b> ({html.escape(img.name)}): "
-                f"{html.escape(format_positions(positions))}"
+                f"<b>{html.escape(ann.name)}</b> ({html.escape(img.name)}): {html.escape(text)}"
             )
         if not lines:
             text = (
@@ -490,6 +544,7 @@ class SegmentPanel(QWidget):
             self.model_box.device,
             names,
             True,
+            **self._job_inputs(image, pairs),
         )
         return True
 
@@ -507,21 +562,23 @@ class SegmentPanel(QWidget):
         if not model:
             notify_error("No segmenter yet: press Segment first.")
             return False
+        pairs = self._annotation_pairs()  # no training: they only localise the heart
         self._start(
             "predict",
             image,
             segment_job,
             model,
-            [],
+            [(np.asarray(img.data), L.spacing(img), np.asarray(ann.data)) for img, ann in pairs],
             (np.asarray(image.data), L.spacing(image)),
             None,
             self.model_box.device,
             None,
             False,
+            **self._job_inputs(image, pairs),
         )
         return True
 
-    def _start(self, kind: str, image: Any, job: Any, *args: Any) -> None:
+    def _start(self, kind: str, image: Any, job: Any, *args: Any, **kwargs: Any) -> None:
         self._job_image, self._job_kind = image.name, kind
         # napari takes a few hundred ms to add a layer: do it now, at the click, rather
         # than freeze the window when the result arrives (removed again if none does)
@@ -530,7 +587,7 @@ class SegmentPanel(QWidget):
             self._job_layer = self._new_segmentation_layer(image)
         self.progress.setRange(0, 0)  # busy until the first step
         self.status.setText("Loading the model…")
-        self.runner.start(job, *args)
+        self.runner.start(job, *args, **kwargs)
 
     def _new_segmentation_layer(self, image: Any) -> Any:
         classes = self.classes() if self._classes_ok() else ("background", "RV", "MYO", "LV")
@@ -566,15 +623,19 @@ class SegmentPanel(QWidget):
         if not positions:
             notify_info("No corrected slice: edit the segmentation layer first.")
             return 0
-        ann = self.current_annotation()
+        ann = self._own_annotation(image)
         if ann is None:
             ann = self.new_annotation_layer()
             if ann is None:
                 return 0
-        indices, values = slice_update(np.asarray(ann.data), np.asarray(seg.data), positions)
+        seg_data = np.asarray(seg.data)
+        indices, values = slice_update(np.asarray(ann.data), seg_data, positions)
         L.write_indices_with_history(ann, indices, values)
-        empty = [p for p in positions if not np.any(np.asarray(seg.data)[p])]
-        extra = f" ({len(empty)} of them are empty and count as unannotated)" if empty else ""
+        ann.metadata[BACKGROUND_KEY] = sorted(
+            corrected_background(seg_data, positions, self.background(ann))
+        )
+        empty = [p for p in positions if not np.any(seg_data[p])]
+        extra = f" ({format_positions(empty)} now empty: marked background only)" if empty else ""
         notify_info(
             f"Copied {len(positions)} corrected slice(s) ({format_positions(positions)}) "
             f"into '{ann.name}'{extra}; press Segment to learn from them."
@@ -590,8 +651,12 @@ class SegmentPanel(QWidget):
         if u is None or ref is None:
             notify_error("No prediction yet: press Segment first.")
             return None
-        ann = self.current_annotation()
-        exclude = annotated_slice_summary(np.asarray(ann.data)) if ann is not None else []
+        ann = self._own_annotation(self.current_image())
+        exclude = (
+            annotation_summary(np.asarray(ann.data), self.background(ann))[0]
+            if ann is not None
+            else []
+        )
         found = suggest_slice(u, ref, exclude)
         if found is None:
             notify_info("No slice to suggest: every slice with a predicted heart is annotated.")

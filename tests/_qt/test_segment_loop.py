@@ -3,6 +3,8 @@ correct, segment again, export; and errors that become notifications."""
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -105,9 +107,21 @@ def test_annotate_segment_undo_correct_export(
     np.testing.assert_array_equal(ann.data, painted)
     ann.redo()
 
+    # erasing a false positive and using it marks the slice background-only
+    z = next(z for z in range(8) if z not in (2, 5, 6) and np.any(seg.data[z]))
+    seg.data[z] = 0
+    seg.refresh()
+    assert panel.use_corrections() == 2  # slice 6 again, and z
+    assert ann.metadata["pix2rep_background_slices"] == [z]
+    assert f"(background only: slice {z})" in panel.refresh_summary()
+    assert any(f"slice {z} now empty: marked background only" in m for _, m in notes)
+    (saved_ann,) = ann.save(str(tmp_path / "scan_labels.nii.gz"), plugin=PLUGIN)
+    sidecar = json.loads((tmp_path / "scan_labels.slices.json").read_text())
+    assert sidecar["background_only"] == [[z]] and sidecar["shape"] == [8, 96, 96]
+
     # the suggestion never points at an annotated slice
     pos = panel.suggest_next_slice()
-    assert pos is not None and pos[0] not in (2, 5, 6)
+    assert pos is not None and pos[0] not in (2, 5, 6, z)
 
     # export = the plugin's writer: the image's header, the layer's data
     out = panel.export_segmentation(str(tmp_path / "scan_seg.nii.gz"))
@@ -277,3 +291,36 @@ def test_closing_napari_mid_job_stops_it_cleanly(make_napari_viewer, tmp_path, q
     assert 2 <= state["meta"]["steps"] < 5000
     assert not list(tmp_path.glob(".bb.pt*"))
     qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
+
+
+def test_ed_painted_es_segmented_carries_the_slices(dock, tiny_backbone_file, wait_idle, notes):
+    viewer, widget = dock
+    ph = make_phantom(n_slices=4, size=(96, 96), n_frames=6, seed=5)
+    scale = ph.spacing[1:]
+    viewer.add_image(ph.image[0], name="ED", scale=scale)
+    viewer.add_image(ph.image[ph.es_frame], name="ES", scale=scale)
+    panel = widget.segment_panel
+    widget.model_box.set_path(str(tiny_backbone_file))
+    panel.image_combo.setCurrentText("ED")
+    ann = panel.new_annotation_layer()
+    ann.data[[1, 2]] = ph.labels[0, [1, 2]]
+    ann.refresh()
+    panel.image_combo.setCurrentText("ES")  # no annotation of its own
+    assert "ED annotations" in panel.refresh_summary()
+    panel.set_mode("linear")
+    panel.steps_spin.setValue(20)
+    assert panel.segment()
+    wait_idle(panel.runner)
+    assert not _errors(notes), notes
+    used = sorted(map(tuple, panel.segmenter.meta["annotated_slices"]))
+    assert used == [(0, 1), (0, 2), (1, 1), (1, 2)]  # ED's slices and the carried ones
+    assert np.any(viewer.layers["ES segmentation"].data)
+
+    # a correction of ES goes into a new ES annotation layer, never into ED's
+    seg = viewer.layers["ES segmentation"]
+    seg.data[0] = 0
+    seg.data[0, 10:20, 10:20] = 1
+    seg.refresh()
+    assert panel.use_corrections() == 1
+    assert not np.any(ann.data[0]) and "ES annotations" in [ly.name for ly in viewer.layers]
+    assert np.array_equal(viewer.layers["ES annotations"].data[0], seg.data[0])
