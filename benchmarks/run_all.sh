@@ -29,6 +29,8 @@ a=$!
     python one_shot.py --data "$DATA" --tag baselines --simclr "$SIMCLR" \
         --methods random-linear,simclr-linear,simclr-finetune
     python few_slice.py --data "$DATA" --baseline
+    python interactive.py --data "$DATA"
+    python localisation.py --data "$DATA"
     snaps=""
     for s in 500 2000 4000 8000 10000; do
         [ -f "${PREFIX}_step$s.pt" ] && snaps="$snaps${PREFIX}_step$s.pt,"

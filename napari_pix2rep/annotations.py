@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .nifti import nifti_stem
+
 IGNORE = -1
 DEFAULT_CLASSES = ("background", "RV", "MYO", "LV")
 
@@ -160,18 +162,12 @@ def annotated_slice_summary(
 SIDECAR_FORMAT = "napari-pix2rep/annotated-slices"
 SIDECAR_VERSION = 1
 SIDECAR_SUFFIX = ".slices.json"
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 def sidecar_path(labels_path: str | os.PathLike[str]) -> Path:
     """``heart_labels.nii.gz`` -> ``heart_labels.slices.json`` (same folder)."""
     p = Path(labels_path)
-    name = p.name
-    for suffix in _NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return p.with_name(name + SIDECAR_SUFFIX)
+    return p.with_name(nifti_stem(p) + SIDECAR_SUFFIX)
 
 
 def flat_positions(positions: Collection[Sequence[int]], shape: tuple[int, ...]) -> set[int]:

@@ -226,7 +226,8 @@ def carry_iter(
     A 3D target gets the other phases' painted slices it has not annotated itself; a cine
     painted in frame f gets them in the frame most different from f.
     """
-    from .propagate import propagate_slices
+    from .preprocess import normalize_intensity
+    from .propagate import carry_slice
 
     image, spacing = np.asarray(target[0]), tuple(float(s) for s in target[1])
     own_labels = np.asarray(pairs[own][2]) if own is not None else None
@@ -246,6 +247,7 @@ def carry_iter(
     total = sum(len(todo) for *_, todo, _, _ in jobs)
     done = 0
     for src, dst, lab, todo, frame, where in jobs:
+        src_n, dst_n = normalize_intensity(src), normalize_intensity(dst)  # once per pair
         carried = np.zeros(lab.shape, dtype=np.int64)
         word = "slice" if len(todo) == 1 else "slices"
         for z in todo:
@@ -253,7 +255,7 @@ def carry_iter(
             yield JobProgress("carry", done, total, message=msg)
             if should_stop():
                 return None
-            carried[z] = propagate_slices(src, dst, lab, [z], n_classes, region)[z]
+            carried[z] = carry_slice(src_n[z], dst_n[z], lab[z], n_classes, region)
             done += 1
         sp = spacing[1:] if frame is not None else spacing
         extra.append((dst, sp, carried))

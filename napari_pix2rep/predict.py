@@ -101,8 +101,9 @@ def predict_volume(
     )
     n = prepared.x.shape[0]
     k = segmenter.n_classes
-    probs = np.zeros((n, k, *data.shape[-2:]), dtype=np.float16)
-    probs[:, 0] = 1.0
+    # written below: the network's window, then (with a region) all outside the region,
+    # which holds everything outside the window
+    probs = np.empty((n, k, *data.shape[-2:]), dtype=np.float16)
     use_amp = dev.type == "cuda"
     try:
         for i in range(0, n, batch_size):

@@ -100,6 +100,27 @@ def warp_labels(
     return out
 
 
+def carry_slice(
+    source: np.ndarray,
+    target: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    region: HeartRegion | None = None,
+) -> np.ndarray:
+    """One painted slice carried from ``source`` to ``target``: int64 ``(H, W)``.
+
+    ``source`` and ``target`` are the same slice ``(H, W)`` of two phases, intensity-
+    normalised over their volumes (:func:`~napari_pix2rep.preprocess.normalize_intensity`);
+    ``labels`` is the source's painted ``(H, W)``. Only ``region`` (when given) is
+    registered; the rest of the slice is background, as in the source.
+    """
+    ys, xs = region.slices() if region is not None else (slice(None), slice(None))
+    plane = np.zeros(labels.shape, dtype=np.int64)
+    disp = register_slice(source[ys, xs], target[ys, xs])
+    plane[ys, xs] = warp_labels(labels[ys, xs], disp, n_classes)
+    return plane
+
+
 def propagate_slices(
     source_volume: np.ndarray,
     target_volume: np.ndarray,
@@ -114,16 +135,11 @@ def propagate_slices(
     is the source's ``(z, y, x)`` annotation. Returns an int64 ``(z, y, x)`` annotation
     of the target in the ``full`` convention of :mod:`napari_pix2rep.annotations`: the
     propagated slices hold the warped classes with ``IGNORE`` where uncertain, every other
-    slice is 0 (unannotated). Only ``region`` (when given) is registered; the rest of a
-    propagated slice is background, as it was in the source.
+    slice is 0 (unannotated). See :func:`carry_slice`.
     """
     src = normalize_intensity(source_volume)
     tgt = normalize_intensity(target_volume)
     out = np.zeros(labels.shape, dtype=np.int64)
-    ys, xs = region.slices() if region is not None else (slice(None), slice(None))
     for z in slices:
-        disp = register_slice(src[z, ys, xs], tgt[z, ys, xs])
-        plane = np.zeros(labels.shape[-2:], dtype=np.int64)
-        plane[ys, xs] = warp_labels(labels[z, ys, xs], disp, n_classes)
-        out[z] = plane
+        out[z] = carry_slice(src[z], tgt[z], labels[z], n_classes, region)
     return out

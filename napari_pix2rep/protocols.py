@@ -30,6 +30,7 @@ import numpy as np
 
 from .acdc import Case
 from .localise import locate_heart
+from .loop import carry_plan
 from .metrics import dice_per_class, ejection_fraction, structure_volumes
 from .nifti import Volume
 from .predict import DEFAULT_CLEANUP, predict_volume
@@ -122,13 +123,8 @@ def _carry(case: LoadedCase, src: str, labels: dict, background: dict, n: int, r
     """Painted slices of phase ``src`` not painted in the other phase, carried to it."""
     dst = "ES" if src == "ED" else "ED"
     vols = {"ED": case.ed.data, "ES": case.es.data}
-    todo = [
-        z
-        for z in range(labels[src].shape[0])
-        if labels[src][z].any() and not labels[dst][z].any() and z not in background[dst]
-    ]
     target = labels[dst].astype(np.int64)
-    if todo:
+    for _, todo in carry_plan(labels[dst], background[dst], [labels[src]]):  # the dock's rule
         carried = propagate_slices(vols[src], vols[dst], labels[src], todo, n, region)
         target[todo] = carried[todo]
     return target
@@ -196,6 +192,12 @@ def segment_phases(
     return preds[0], preds[1], train_s
 
 
+def _lv_ef(ed: np.ndarray, es: np.ndarray, case: LoadedCase) -> float:
+    """LV ejection fraction (%) of ED / ES label maps on the case's grids."""
+    lv = [structure_volumes(m, v.spacing)["LV_ml"] for m, v in ((ed, case.ed), (es, case.es))]
+    return ejection_fraction(*lv)
+
+
 def few_slice(
     source,
     preprocess,
@@ -224,10 +226,9 @@ def few_slice(
         keep[given] = False
         # EF as the user would read it: the painted slices keep what was painted
         ed_mask = np.where(keep, ed.labels, labels)
-        lv = lambda m, v: structure_volumes(m, v.spacing)["LV_ml"]  # noqa: E731
         ef = {
-            "LV_EF": ejection_fraction(lv(ed_mask, c.ed), lv(es.labels, c.es)),
-            "LV_EF_truth": ejection_fraction(lv(c.ed_gt.data, c.ed), lv(c.es_gt.data, c.es)),
+            "LV_EF": _lv_ef(ed_mask, es.labels, c),
+            "LV_EF_truth": _lv_ef(c.ed_gt.data, c.es_gt.data, c),
         }
         for phase, pred, gt, mask in (("ED", ed, c.ed_gt, keep), ("ES", es, c.es_gt, None)):
             rows.append(

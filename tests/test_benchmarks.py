@@ -47,6 +47,19 @@ def test_quick_mode_writes_tables(dataset, tmp_path, script, extra):
 
 
 @pytest.mark.slow
+def test_localisation_scores_both_regions(dataset, tmp_path):
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(BENCH / "localisation.py"), "--data", str(dataset)]
+    run = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads((out / "localisation.json").read_text())["rows"]
+    assert {r["region"] for r in rows} == {"motion", "painted"}
+    assert all(0.0 <= r["inside"] <= 1.0 and 0.0 < r["area"] <= 1.0 for r in rows)
+    # the painted slices' box holds the painted heart
+    assert min(r["inside"] for r in rows if r["region"] == "painted") > 0.9
+
+
+@pytest.mark.slow
 def test_probe_vs_steps_scores_each_snapshot(dataset, tmp_path, tiny_backbone_file):
     out = tmp_path / "results"
     cmd = [sys.executable, str(BENCH / "probe_vs_steps.py"), "--data", str(dataset)]
