@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 
 from .annotations import AnnotationError, read_background_slices
+from .classes import BASE_COLORS
+from .datafiles import is_nifti_path, nifti_stem
 from .dicom import read_dicom
 from .images import is_dicom_source, read_image
+from .layer_meta import volume_metadata
 from .loop import BACKGROUND_KEY
-from .nifti import Volume, is_nifti_path, nifti_stem, volume_metadata
-from .session import BASE_COLORS
+from .nifti import Volume
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathLike = str | os.PathLike[str]

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from .annotations import write_background_slices
+from .datafiles import is_nifti_path
+from .layer_meta import volume_from_layer
 from .loop import background_of
-from .nifti import is_nifti_path, volume_from_layer, write_nifti
+from .nifti_write import write_nifti
 
 
 def _target(path: str) -> str:

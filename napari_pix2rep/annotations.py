@@ -32,10 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .nifti import nifti_stem
-
-IGNORE = -1
-DEFAULT_CLASSES = ("background", "RV", "MYO", "LV")
+from .classes import DEFAULT_CLASSES, IGNORE
+from .datafiles import nifti_stem
 
 
 class AnnotationError(ValueError):

@@ -463,7 +463,7 @@ def _predict_targets(images: Sequence[str], out_dir, uncertainty: bool) -> dict[
 @_sigterm_interrupts
 def _cmd_predict(args) -> int:
     from .images import read_image
-    from .nifti import write_nifti
+    from .nifti_write import write_nifti
     from .outputs import check_output_dir
     from .predict import DEFAULT_CLEANUP, predict_volume
     from .segment import Segmenter
@@ -621,7 +621,7 @@ def _add_convert(sub) -> None:
 @_sigterm_interrupts
 def _cmd_convert(args) -> int:
     from .dicom import read_dicom
-    from .nifti import write_nifti
+    from .nifti_write import write_nifti
     from .outputs import check_output_file
 
     check_output_file(args.out)
@@ -674,7 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pix2rep {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except (RuntimeError, MemoryError) as e:  # out of memory, or torch refusing an input
-        from .session import error_message, out_of_memory
+        from .errors import error_message, out_of_memory
 
         oom = out_of_memory(e)
         text = (

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: NIfTI file-name endings (any case).
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 #: The end of a label file's name (see the module docstring).
 LABEL_NAME = re.compile(r"(_gt|_seg|_label|_labels|_mask)\.nii(\.gz)?$", re.IGNORECASE)
@@ -25,9 +26,24 @@ LABEL_NAME = re.compile(r"(_gt|_seg|_label|_labels|_mask)\.nii(\.gz)?$", re.IGNO
 LABEL_FILE_GLOBS = ("*_gt.nii*", "*_seg.nii*", "*_label.nii*", "*_labels.nii*", "*_mask.nii*")
 
 
-def is_nifti(path: str | os.PathLike) -> bool:
-    """True when the name ends with ``.nii`` or ``.nii.gz`` (any case)."""
+def is_nifti_path(path: str | os.PathLike[str]) -> bool:
+    """True when the path ends with ``.nii`` or ``.nii.gz`` (case-insensitive)."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: str | os.PathLike[str]) -> str:
+    """File name without ``.nii`` / ``.nii.gz`` (``p_frame01.nii.gz`` -> ``p_frame01``)."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def nifti_suffix(path: str | os.PathLike[str]) -> str:
+    """``".nii.gz"`` or ``".nii"``: the suffix a temporary file for ``path`` keeps."""
+    path = Path(path)
+    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
 
 
 def is_label_name(path: str | os.PathLike) -> bool:
@@ -75,7 +91,7 @@ def find_training_images(
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_nifti(f)))
+            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_nifti_path(f)))
             for info in scan_series(p)[0]:
                 by_folder: dict[Path, Path] = {}
                 for im in info.images:

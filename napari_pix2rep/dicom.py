@@ -31,7 +31,7 @@ import nibabel as nib
 import numpy as np
 
 from .dicom_files import DicomError, ImageHeader, SeriesInfo, quiet, scan_series
-from .nifti import Volume, _spacing_from_header
+from .nifti import Volume, spacing_from_header
 
 __all__ = ["DicomError", "DicomVolume", "read_dicom", "safe_name", "series_name"]
 
@@ -355,7 +355,7 @@ def read_dicom(
     header = _header(data.shape, affine, dt_s, integral, label)
     vol = DicomVolume(
         data=data,
-        spacing=_spacing_from_header(header, data.ndim),
+        spacing=spacing_from_header(header, data.ndim),
         header=header,
         affine=header.get_best_affine(),
         path=str(paths[0]),

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from .datafiles import is_nifti_path, nifti_stem
 from .dicom import read_dicom, series_name
 from .dicom_files import DicomError, folder_has_dicom, is_dicom_file
-from .nifti import NiftiError, Volume, is_nifti_path, nifti_stem, read_nifti
+from .nifti import NiftiError, Volume, read_nifti
 
 __all__ = ["image_stem", "is_dicom_source", "read_image"]
 

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-RV, MYO, LV = 1, 2, 3
+from .classes import LV, MYO, RV
+
 MYO_DENSITY_G_PER_ML = 1.05
 
 

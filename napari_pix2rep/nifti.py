@@ -1,4 +1,4 @@
-"""NIfTI input/output that keeps the header: ``Volume``, ``read_nifti``, ``write_nifti``.
+"""NIfTI input that keeps the header: ``Volume`` and ``read_nifti``.
 
 Arrays are in napari's display order, 3D ``(z, y, x)`` or 4D ``(t, z, y, x)``; nibabel's
 ``(x, y, z[, t])`` is reversed on read and restored on write. ``spacing`` follows the array
@@ -23,12 +23,10 @@ This module imports neither torch nor Qt.
 
 from __future__ import annotations
 
-import copy
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
@@ -36,35 +34,27 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.nifti1 import Nifti1Extension
 
 from .datafiles import LABEL_NAME as _LABEL_NAME
+from .datafiles import nifti_stem
 from .nifti_limits import (
     check_declared_size,
     space_unit_to_mm,
     time_unit_to_s,
     truncation,
 )
-from .outputs import temp_path, write_reason
 
 __all__ = [
-    "METADATA_KEY",
     "NiftiError",
-    "copy_metadata",
     "Volume",
+    "copy_header",
+    "header_from_spacing",
     "is_label_file",
-    "is_nifti_path",
-    "nifti_stem",
+    "label_dtype",
     "read_nifti",
-    "volume_from_layer",
-    "volume_metadata",
-    "write_nifti",
+    "spacing_from_header",
 ]
-
-#: Key of the NIfTI geometry inside a napari layer's ``metadata``.
-METADATA_KEY = "pix2rep_nifti"
 
 #: Maximum number of distinct values for an integer file to be taken as a label map.
 MAX_LABEL_VALUES = 32
-
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 class NiftiError(ValueError):
@@ -143,31 +133,13 @@ class Volume:
 # --------------------------------------------------------------------------- helpers
 
 
-def is_nifti_path(path: str | os.PathLike[str]) -> bool:
-    """True when the path ends with ``.nii`` or ``.nii.gz`` (case-insensitive)."""
-    return str(path).lower().endswith(_NIFTI_SUFFIXES)
-
-
-def nifti_stem(path: str | os.PathLike[str]) -> str:
-    """File name without ``.nii`` / ``.nii.gz`` (``p_frame01.nii.gz`` -> ``p_frame01``)."""
-    name = Path(path).name
-    for suffix in _NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _nifti_suffix(path: Path) -> str:
-    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
-
-
 def _reason(exc: BaseException) -> str:
     """An exception as a short clause: first line, no trailing period."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text.rstrip(". ")
 
 
-def _spacing_from_header(
+def spacing_from_header(
     header: nib.Nifti1Header, ndim: int, name: str = "The image"
 ) -> tuple[float, ...]:
     """Spacing in display order from pixdim and xyzt_units (non-positive zooms become 1.0).
@@ -199,7 +171,7 @@ def _spacing_from_header(
     return tuple(reversed(spacing))
 
 
-def _label_dtype(data: np.ndarray) -> np.dtype | None:
+def label_dtype(data: np.ndarray) -> np.dtype | None:
     """uint8 / uint16 when ``data`` holds non-negative integers that fit, else None."""
     data = np.asarray(data)
     if data.size == 0:
@@ -237,7 +209,7 @@ def is_label_file(path: str | os.PathLike[str] | None, vol: Volume | np.ndarray)
     if data.size == 0:
         return False
     if path is not None and _LABEL_NAME.search(Path(path).name):
-        return _label_dtype(data) is not None
+        return label_dtype(data) is not None
     if not np.issubdtype(data.dtype, np.integer) or data.min() < 0:
         return False
     return _distinct_count(data) <= MAX_LABEL_VALUES
@@ -302,7 +274,7 @@ def read_nifti(
         float(getattr(proxy, "slope", 1.0)) == 1.0 and float(getattr(proxy, "inter", 0.0)) == 0.0
     )
     raw_ints = kind != "image" and np.issubdtype(on_disk, np.integer) and unscaled
-    spacing = _spacing_from_header(header, len(shape), name)
+    spacing = spacing_from_header(header, len(shape), name)
     try:
         itemsize = on_disk.itemsize if raw_ints and kind == "labels" else 4  # else float32
         check_declared_size(name, shape, itemsize, max_voxels)
@@ -330,14 +302,14 @@ def read_nifti(
     vol = Volume(
         data=data,
         spacing=spacing,
-        header=_copy_header(header),
+        header=copy_header(header),
         affine=np.array(img.affine, dtype=np.float64),
         path=str(p),
     )
     want_labels = kind == "labels" or (kind == "auto" and is_label_file(p, vol))
     if want_labels:
         if not np.issubdtype(data.dtype, np.integer):
-            dtype = _label_dtype(data)
+            dtype = label_dtype(data)
             if dtype is None:
                 raise NiftiError(
                     f"{name} looks like an image, not a label map: its values are not "
@@ -357,10 +329,7 @@ def read_nifti(
     return vol
 
 
-# --------------------------------------------------------------------------- layer metadata
-
-
-def _copy_header(header: nib.Nifti1Header) -> nib.Nifti1Header:
+def copy_header(header: nib.Nifti1Header) -> nib.Nifti1Header:
     """A deep copy of a NIfTI header, extensions included."""
     out = header.__class__(header.binaryblock, header.endianness, check=False)
     for ext in header.extensions:
@@ -368,46 +337,7 @@ def _copy_header(header: nib.Nifti1Header) -> nib.Nifti1Header:
     return out
 
 
-def volume_metadata(vol: Volume) -> dict[str, Any]:
-    """What goes into a napari layer's ``metadata`` so the layer can be saved with the header.
-
-    Returns ``{"pix2rep_nifti": {...}}`` holding plain, picklable values: the raw header
-    block (bytes), its extensions, the affine, the spacing, the axis order and the source.
-    """
-    header = vol.header
-    return {
-        METADATA_KEY: {
-            "format": "nifti2" if isinstance(header, nib.Nifti2Header) else "nifti1",
-            "header": bytes(header.binaryblock),
-            "extensions": [(int(e.get_code()), bytes(e.get_content())) for e in header.extensions],
-            "affine": np.asarray(vol.affine, dtype=float).tolist(),
-            "spacing": [float(s) for s in vol.spacing],
-            "axis_order": "xyzt" if vol.is_4d else "xyz",
-            "source_path": vol.path,
-        }
-    }
-
-
-def _nifti_meta(metadata: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    if not metadata:
-        return None
-    if METADATA_KEY in metadata:
-        return metadata[METADATA_KEY]
-    if "header" in metadata:  # the inner dict itself
-        return metadata
-    return None
-
-
-def _header_from_meta(meta: Mapping[str, Any]) -> nib.Nifti1Header:
-    block = bytes(meta["header"])
-    cls = nib.Nifti2Header if meta.get("format") == "nifti2" else nib.Nifti1Header
-    header = cls(binaryblock=block, check=False)
-    for code, content in meta.get("extensions", ()):
-        header.extensions.append(Nifti1Extension(int(code), bytes(content)))
-    return header
-
-
-def _header_from_spacing(
+def header_from_spacing(
     shape: tuple[int, ...], spacing: tuple[float, ...]
 ) -> tuple[nib.Nifti1Header, np.ndarray]:
     """A fresh header for display-order ``shape`` with affine ``diag(spacing)``, codes 1."""
@@ -426,165 +356,3 @@ def _header_from_spacing(
     header.set_zooms(zooms)
     header.set_xyzt_units("mm", "unknown")
     return header, affine
-
-
-def volume_from_layer(
-    data: Any,
-    metadata: Mapping[str, Any] | None,
-    *,
-    spacing: tuple[float, ...] | None = None,
-) -> Volume:
-    """Rebuild a :class:`Volume` from a napari layer's data and ``metadata``.
-
-    Uses the NIfTI geometry stored by :func:`volume_metadata` (so a labels layer that copied
-    its image's metadata gets the image's header). Without it, ``spacing`` (display order,
-    e.g. the layer's ``scale``) gives an affine ``diag(spacing)``; with neither, raises
-    :class:`NiftiError` rather than inventing an identity geometry.
-    """
-    data = np.asarray(data)
-    meta = _nifti_meta(metadata)
-    if meta is not None:
-        header = _header_from_meta(meta)
-        affine = np.asarray(meta.get("affine", header.get_best_affine()), dtype=np.float64)
-        stored = tuple(float(s) for s in meta.get("spacing", ()))
-        vol_spacing = (
-            stored if len(stored) == data.ndim else _spacing_from_header(header, data.ndim)
-        )
-        return Volume(data, vol_spacing, header, affine, meta.get("source_path"))
-    if spacing is None:
-        raise NiftiError(
-            "The layer has no NIfTI header (it was not opened from a NIfTI file) and no "
-            "voxel spacing was given, so its geometry is unknown."
-        )
-    if data.ndim not in (3, 4):
-        raise NiftiError(f"Only 3D and 4D data can be saved as NIfTI, not shape {data.shape}.")
-    header, affine = _header_from_spacing(data.shape, tuple(spacing))
-    return Volume(data, tuple(float(s) for s in spacing), header, affine, None)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _image_dtype(data: np.ndarray, source: np.dtype) -> np.dtype:
-    """The source dtype when ``data`` converts to it losslessly, else float32."""
-    source = np.dtype(source)
-    if np.issubdtype(source, np.integer) and source.itemsize <= 4:
-        info = np.iinfo(source)
-        if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
-            ok = data.size == 0 or (data.min() >= info.min and data.max() <= info.max)
-        else:
-            ok = data.size == 0 or (
-                data.min() >= info.min
-                and data.max() <= info.max
-                and np.array_equal(data, np.round(data))
-            )
-        return source if ok else np.dtype(np.float32)
-    if source in (np.dtype(np.float32), np.dtype(np.float64)):
-        if data.dtype == source or (
-            source == np.float64 and np.issubdtype(data.dtype, np.floating)
-        ):
-            return source
-    return np.dtype(np.float32)
-
-
-def write_nifti(
-    path: str | os.PathLike[str],
-    data: Any,
-    like: Volume | Mapping[str, Any] | None = None,
-    *,
-    kind: Literal["labels", "image"] = "labels",
-    spacing: tuple[float, ...] | None = None,
-) -> str:
-    """Write display-order ``data`` to ``path`` (``.nii`` or ``.nii.gz``) with ``like``'s header.
-
-    ``like`` is the source :class:`Volume` or a napari layer's ``metadata`` dict. Every
-    header field is copied from it; only the data type, intensity scaling (cleared) and,
-    for labels, cal_min/cal_max (cleared) change. Labels are saved as uint8 (uint16 above
-    255) and must be non-negative integers; images keep the source dtype when lossless,
-    else float32. Without a source header an explicit ``spacing`` gives an affine
-    ``diag(spacing)`` with sform/qform code 1. The file is written to a temporary file in
-    the same folder and renamed onto ``path``, so a failure leaves any previous file intact.
-    Returns the written path.
-    """
-    if kind not in ("labels", "image"):
-        raise ValueError(f"kind must be 'labels' or 'image', not {kind!r}.")
-    p = Path(path)
-    name = p.name
-    if not is_nifti_path(p):
-        raise NiftiError(f"Cannot write {name}: the file name must end with .nii or .nii.gz.")
-    if not p.parent.is_dir():
-        raise NiftiError(f"Cannot write {name}: the folder {p.parent} does not exist.")
-    data = np.asarray(data)
-    if data.ndim not in (3, 4):
-        raise NiftiError(
-            f"Cannot write {name}: only 3D (z, y, x) and 4D (t, z, y, x) data are supported, "
-            f"not shape {data.shape}."
-        )
-
-    if isinstance(like, Volume):
-        header = _copy_header(like.header)
-    elif like is not None and _nifti_meta(like) is not None:
-        header = volume_from_layer(data, like).header
-    elif spacing is not None:
-        header, _ = _header_from_spacing(data.shape, tuple(spacing))
-    else:
-        raise NiftiError(
-            f"Cannot write {name}: there is no source NIfTI header to copy and no voxel "
-            "spacing was given."
-        )
-
-    source_shape = tuple(int(s) for s in header.get_data_shape())
-    file_shape = tuple(reversed(data.shape))
-    extra = source_shape[len(file_shape) :]
-    if source_shape[: len(file_shape)] != file_shape or any(s != 1 for s in extra):
-        raise NiftiError(
-            f"Cannot write {name}: the data shape {data.shape} does not match the source "
-            f"image shape {tuple(reversed(source_shape[: max(3, len(file_shape))]))} "
-            "(display order)."
-        )
-    file_data = data.transpose(tuple(reversed(range(data.ndim)))).reshape(source_shape)
-
-    if kind == "labels":
-        dtype = _label_dtype(data)
-        if dtype is None:
-            raise NiftiError(
-                f"Cannot write {name}: labels must be non-negative integers up to 65535 "
-                f"(got values from {data.min()} to {data.max()}, dtype {data.dtype})."
-            )
-        header["cal_min"] = 0
-        header["cal_max"] = 0
-    else:
-        if np.iscomplexobj(data) or not np.issubdtype(data.dtype, np.number):
-            raise NiftiError(f"Cannot write {name}: image data must be real numbers.")
-        if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-            raise NiftiError(f"Cannot write {name}: the image contains NaN or infinite values.")
-        dtype = _image_dtype(data, header.get_data_dtype())
-    header.set_data_dtype(dtype)
-    header.set_slope_inter(None, None)
-    file_data = np.ascontiguousarray(file_data.astype(dtype, copy=False))
-
-    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
-    # affine=None: nibabel keeps the header's sform/qform/pixdim exactly as they are.
-    img = image_class(file_data, None, header=header)
-
-    suffix = _nifti_suffix(p)
-    tmp = temp_path(p, suffix)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-        os.close(fd)
-        nib.save(img, str(tmp))
-        os.replace(tmp, p)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, NiftiError) or not isinstance(exc, Exception):
-            raise
-        raise NiftiError(f"Cannot write {name}: {write_reason(exc, p.parent)}.") from exc
-    return str(p)
-
-
-def copy_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of layer metadata (for a new labels layer made for an image)."""
-    return copy.deepcopy(dict(metadata))

@@ -24,7 +24,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .nifti import Volume, write_nifti
+from .classes import BACKGROUND, DEFAULT_CLASSES, LV, MYO, RV
+from .nifti import Volume
+from .nifti_write import write_nifti
 
 __all__ = [
     "BACKGROUND",
@@ -37,8 +39,7 @@ __all__ = [
     "write_phantom_dataset",
 ]
 
-BACKGROUND, RV, MYO, LV = 0, 1, 2, 3
-CLASS_NAMES = ("background", "RV", "MYO", "LV")
+CLASS_NAMES = DEFAULT_CLASSES
 
 #: Length of the simulated cardiac cycle in seconds (frame time = cycle / n_frames).
 CYCLE_S = 0.8

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .annotations import IGNORE
+from .classes import IGNORE
 from .localise import HeartRegion
 from .preprocess import normalize_intensity
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .acdc import Case
+from .classes import STRUCTURES
 from .localise import locate_heart
 from .loop import carry_plan
 from .metrics import dice_per_class, ejection_fraction, structure_volumes
@@ -37,7 +38,7 @@ from .predict import DEFAULT_CLEANUP, predict_volume
 from .propagate import propagate_slices
 from .segment import Segmenter, TrainConfig, train_segmenter
 
-CLASS_NAMES = ("RV", "MYO", "LV")
+CLASS_NAMES = STRUCTURES
 
 
 @dataclass

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import augment
-from .annotations import DEFAULT_CLASSES, IGNORE, AnnotatedSlice, collect_annotations
+from .annotations import AnnotatedSlice, collect_annotations
 from .augment import AugmentConfig
 from .checkpoint import (
     FORMAT_VERSION,
@@ -38,6 +38,7 @@ from .checkpoint import (
     library_versions,
     load_model_file,
 )
+from .classes import DEFAULT_CLASSES, IGNORE
 from .device import release_memory, resolve_device
 from .losses.local_supcon import local_supcon_loss
 from .losses.segmentation import balanced_class_weights, dice_ce_loss, weights_from_counts

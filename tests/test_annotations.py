@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from napari_pix2rep.annotations import (
-    IGNORE,
     AnnotationError,
     annotated_slice_summary,
     collect_annotations,
 )
+from napari_pix2rep.classes import IGNORE
 
 
 def _pair(shape=(4, 8, 8)):

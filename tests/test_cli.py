@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from napari_pix2rep.cli import main
-from napari_pix2rep.nifti import read_nifti, write_nifti
+from napari_pix2rep.nifti import read_nifti
+from napari_pix2rep.nifti_write import write_nifti
 from napari_pix2rep.phantom import make_phantom
 
 

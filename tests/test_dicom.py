@@ -18,7 +18,8 @@ from napari_pix2rep.datafiles import find_training_images
 from napari_pix2rep.dicom import DicomError, read_dicom, safe_name
 from napari_pix2rep.dicom_files import is_dicom_file
 from napari_pix2rep.images import image_stem, read_image
-from napari_pix2rep.nifti import NiftiError, read_nifti, write_nifti
+from napari_pix2rep.nifti import NiftiError, read_nifti
+from napari_pix2rep.nifti_write import write_nifti
 
 REPO = Path(__file__).resolve().parents[1]
 SUNNYBROOK = (REPO / "../shared/data/sunnybrook_dicom").resolve()

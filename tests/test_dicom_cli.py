@@ -15,8 +15,10 @@ from napari_pix2rep._reader import get_reader
 from napari_pix2rep._writer import write_labels
 from napari_pix2rep.cli import main
 from napari_pix2rep.dicom import read_dicom
+from napari_pix2rep.layer_meta import METADATA_KEY
 from napari_pix2rep.metrics import structure_volumes
-from napari_pix2rep.nifti import METADATA_KEY, read_nifti, write_nifti
+from napari_pix2rep.nifti import read_nifti
+from napari_pix2rep.nifti_write import write_nifti
 from napari_pix2rep.phantom import make_phantom
 
 

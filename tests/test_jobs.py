@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_pix2rep.jobs import JobProgress, cpu_threads, pretrain_job, segment_job
-from napari_pix2rep.nifti import write_nifti
+from napari_pix2rep.nifti_write import write_nifti
 from napari_pix2rep.phantom import make_phantom
 from napari_pix2rep.predict import predict_volume
 

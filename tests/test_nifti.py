@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 
 from napari_pix2rep import nifti
-from napari_pix2rep.nifti import (
-    NiftiError,
-    Volume,
-    is_label_file,
-    read_nifti,
+from napari_pix2rep.layer_meta import (
+    METADATA_KEY,
+    copy_metadata,
     volume_from_layer,
     volume_metadata,
-    write_nifti,
 )
+from napari_pix2rep.nifti import NiftiError, Volume, is_label_file, read_nifti
+from napari_pix2rep.nifti_write import write_nifti
 
 
 def _oblique_header(shape_xyz, zooms, dtype=np.int16, units=("mm", "sec")) -> nib.Nifti1Header:
@@ -187,7 +186,7 @@ def test_layer_metadata_round_trip_is_picklable(tmp_path, assert_same_header):
     src = _save(tmp_path / "i.nii.gz", data, _oblique_header(data.shape, (1.1, 1.2, 7.0)))
     vol = read_nifti(src)
     meta = volume_metadata(vol)
-    inner = meta[nifti.METADATA_KEY]
+    inner = meta[METADATA_KEY]
     assert isinstance(inner["header"], bytes)
     assert inner["axis_order"] == "xyz"
     assert inner["spacing"] == list(vol.spacing)
@@ -199,7 +198,7 @@ def test_layer_metadata_round_trip_is_picklable(tmp_path, assert_same_header):
     assert_same_header(rebuilt.header, vol.header)
     # a labels layer made for this image (metadata copied) exports with its header
     seg = np.zeros(vol.shape, np.uint8)
-    out = write_nifti(tmp_path / "i_seg.nii.gz", seg, nifti.copy_metadata(meta))
+    out = write_nifti(tmp_path / "i_seg.nii.gz", seg, copy_metadata(meta))
     assert_same_header(vol.header, nib.load(out).header, ignore=(*DTYPE_FIELDS, "vox_offset"))
 
 

@@ -20,7 +20,8 @@ import torch
 from napari_pix2rep import outputs
 from napari_pix2rep.cli import main
 from napari_pix2rep.datafiles import find_training_images, is_label_name
-from napari_pix2rep.nifti import is_label_file, write_nifti
+from napari_pix2rep.nifti import is_label_file
+from napari_pix2rep.nifti_write import write_nifti
 from napari_pix2rep.outputs import OutputLock, atomic_write, clean_stale_temps, temp_path
 from napari_pix2rep.phantom import make_phantom
 

@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_pix2rep.nifti import is_label_file, read_nifti, write_nifti
+from napari_pix2rep.nifti import is_label_file, read_nifti
+from napari_pix2rep.nifti_write import write_nifti
 from napari_pix2rep.phantom import LV, MYO, RV, contraction, make_phantom, write_phantom_dataset
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 
-from napari_pix2rep.annotations import IGNORE, collect_annotations
+from napari_pix2rep.annotations import collect_annotations
+from napari_pix2rep.classes import IGNORE
 from napari_pix2rep.metrics import dice_per_class
 from napari_pix2rep.propagate import propagate_slices
 

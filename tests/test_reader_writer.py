@@ -12,7 +12,9 @@ import pytest
 from napari_pix2rep import _sample_data
 from napari_pix2rep._reader import contrast_limits, get_reader
 from napari_pix2rep._writer import write_image, write_labels
-from napari_pix2rep.nifti import METADATA_KEY, NiftiError, read_nifti, write_nifti
+from napari_pix2rep.layer_meta import METADATA_KEY
+from napari_pix2rep.nifti import NiftiError, read_nifti
+from napari_pix2rep.nifti_write import write_nifti
 from napari_pix2rep.phantom import make_phantom
 
 DTYPE_FIELDS = ("datatype", "bitpix", "scl_slope", "scl_inter", "cal_min", "cal_max")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..session import error_message
+from ..errors import error_message
 
 
 class Links:

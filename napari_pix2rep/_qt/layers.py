@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..nifti import METADATA_KEY, copy_metadata
-from ..session import changed_voxels, class_colors, layer_spacing
+from ..classes import class_colors
+from ..edits import changed_voxels
+from ..layer_meta import METADATA_KEY, copy_metadata, layer_spacing
 
 #: Key in a layer's ``metadata`` for what the dock made it for.
 ROLE_KEY = "pix2rep"

@@ -34,7 +34,7 @@ from ..measure_layers import (
     ed_candidates,
     es_candidates,
 )
-from ..session import MeasuresTable, measures_table, write_csv
+from ..measures_report import MeasuresTable, measures_table, write_csv
 from . import layers as L
 from .common import Links, compact_combo, notify_error, notify_info
 from .settings import Settings

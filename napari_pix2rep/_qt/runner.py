@@ -19,7 +19,7 @@ from typing import Any
 
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from ..session import error_message
+from ..errors import error_message
 
 logger = logging.getLogger(__name__)
 

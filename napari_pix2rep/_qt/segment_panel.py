@@ -39,22 +39,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..annotations import AnnotationError
+from ..classes import DEFAULT_CLASSES, class_colors, format_classes, parse_classes
+from ..edits import edited_slices, format_positions, slice_update, suggest_slice
+from ..layer_meta import METADATA_KEY
 from ..loop import (
     BACKGROUND_KEY,
     annotation_summary,
     background_of,
     corrected_background,
     on_same_grid,
-)
-from ..nifti import METADATA_KEY
-from ..session import (
-    class_colors,
-    edited_slices,
-    format_classes,
-    format_positions,
-    parse_classes,
-    slice_update,
-    suggest_slice,
 )
 from . import layers as L
 from .common import Links, compact_combo, fmt_seconds, notify_error, notify_info
@@ -108,7 +101,7 @@ class SegmentPanel(QWidget):
         self.image_combo = compact_combo(QComboBox())
         self.image_combo.setToolTip("The 3D or 4D image to segment")
         self.classes_edit = QLineEdit(
-            settings.get("segment/classes", format_classes(("background", "RV", "MYO", "LV")))
+            settings.get("segment/classes", format_classes(DEFAULT_CLASSES))
         )
         self.classes_edit.setToolTip(
             "Label names in order, comma-separated: label 0 first (background), then 1, 2, ..."
@@ -590,7 +583,7 @@ class SegmentPanel(QWidget):
         self.runner.start(job, *args, **kwargs)
 
     def _new_segmentation_layer(self, image: Any) -> Any:
-        classes = self.classes() if self._classes_ok() else ("background", "RV", "MYO", "LV")
+        classes = self.classes() if self._classes_ok() else DEFAULT_CLASSES
         return L.add_labels_for(self.viewer, image, L.SEGMENTATION, classes)
 
     def _drop_unused_layer(self) -> None:

@@ -112,7 +112,7 @@ def test_launcher_opens_images_and_docks(make_napari_viewer, monkeypatch, tmp_pa
     import napari
 
     from napari_pix2rep._qt import launcher
-    from napari_pix2rep.nifti import write_nifti
+    from napari_pix2rep.nifti_write import write_nifti
     from napari_pix2rep.phantom import make_phantom
 
     made = []

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_pix2rep.nifti import write_nifti
+from napari_pix2rep.nifti_write import write_nifti
 from napari_pix2rep.phantom import make_phantom
 
 pytest.importorskip("qtpy")

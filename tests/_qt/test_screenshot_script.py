@@ -25,7 +25,7 @@ def screenshot_module():
 @pytest.fixture
 def cine_case(tmp_path):
     """An ACDC-style case folder with a 4D cine, ED = frame 2 (index 1), ES = frame 3."""
-    from napari_pix2rep.nifti import write_nifti
+    from napari_pix2rep.nifti_write import write_nifti
     from napari_pix2rep.phantom import make_phantom
 
     case = tmp_path / "case007"

@@ -1,7 +1,7 @@
 import torch
 
+from napari_pix2rep.classes import IGNORE
 from napari_pix2rep.losses.local_supcon import local_supcon_loss
-from napari_pix2rep.losses.segmentation import IGNORE
 
 
 def _toy(size=16, seed=0):

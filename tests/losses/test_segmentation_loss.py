@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from napari_pix2rep.losses.segmentation import IGNORE, balanced_class_weights, dice_ce_loss
+from napari_pix2rep.classes import IGNORE
+from napari_pix2rep.losses.segmentation import balanced_class_weights, dice_ce_loss
 
 
 def test_confident_correct_prediction_costs_almost_nothing():
