@@ -25,8 +25,9 @@ from napari_pix2rep.nets.unet import UNet
 from napari_pix2rep.preprocess import PreprocessConfig
 from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
 from napari_pix2rep.protocols import CLASS_NAMES, LoadedCase
-from napari_pix2rep.segment import TrainConfig, load_backbone
+from napari_pix2rep.segmenter import load_backbone
 from napari_pix2rep.slices import SliceBank
+from napari_pix2rep.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

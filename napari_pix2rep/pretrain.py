@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,15 +41,15 @@ from .checkpoint import (
     library_versions,
     load_model_file,
 )
+from .choices import LOSSES
 from .device import release_memory, resolve_device
 from .losses.pixel_barlow import pixel_barlow
 from .losses.pixel_ntxent import pixel_ntxent
 from .nets.heads import ProjectionHead
 from .nets.unet import UNet, preset
 from .preprocess import PreprocessConfig
+from .progress import Progress, StopCheck, never, run_to_end
 from .slices import SliceBank
-
-LOSSES = ("infonce", "barlow", "simclr")
 
 #: Settings a resumed run takes from its checkpoint: changing them changes the trajectory.
 TRAJECTORY = ("preset", "loss", "batch_size", "lr", "seed")
@@ -186,18 +186,6 @@ def sample_aligned_pixels(
     v1 = f1.permute(0, 2, 3, 1).reshape(-1, d)[idx]
     v2 = f2.permute(0, 2, 3, 1).reshape(-1, d)[idx]
     return v1, v2
-
-
-@dataclass
-class StepInfo:
-    """What a training loop reports after each step."""
-
-    step: int
-    steps: int
-    loss: float
-    lr: float
-    slices_per_s: float
-    eta_s: float
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -430,8 +418,9 @@ class Pretrainer:
             value = value / self.world
         return float(value)
 
-    def steps(self, should_stop: Callable[[], bool] | None = None) -> Iterator[StepInfo]:
-        """Train until ``config.steps`` (or ``should_stop()``), yielding after every step.
+    def steps(self, should_stop: StopCheck = never) -> Generator[Progress, None, None]:
+        """Train until ``config.steps`` (or ``should_stop()``), yielding after every step
+        (``rate``: slices per second over all processes).
 
         Checkpoints go to ``out`` every ``checkpoint_every`` steps, at least every
         ``checkpoint_minutes`` (by :attr:`clock`) and when the loop ends, also when it is
@@ -444,7 +433,7 @@ class Pretrainer:
         last_save = self.clock()
         try:
             while self.step < cfg.steps:
-                if should_stop is not None and should_stop():
+                if should_stop():
                     break
                 t0 = time.perf_counter()
                 loss = self._train_step()
@@ -468,13 +457,14 @@ class Pretrainer:
                         self.out.with_name(f"{self.out.name.split('.')[0]}_step{self.step}.pt")
                     )
                 try:
-                    yield StepInfo(
-                        step=self.step,
-                        steps=cfg.steps,
+                    yield Progress(
+                        "pretrain",
+                        self.step,
+                        cfg.steps,
                         loss=loss,
-                        lr=lr_at(self.step - 1, cfg),
-                        slices_per_s=self.effective_batch / rate,
                         eta_s=rate * (cfg.steps - self.step),
+                        rate=self.effective_batch / rate,
+                        lr=lr_at(self.step - 1, cfg),
                     )
                 except GeneratorExit:
                     consistent = True
@@ -496,13 +486,8 @@ class Pretrainer:
 
     def run(
         self,
-        progress: Callable[[StepInfo], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> StepInfo | None:
+        progress: Callable[[Progress], None] | None = None,
+        should_stop: StopCheck = never,
+    ) -> None:
         """Run :meth:`steps` to the end, calling ``progress`` after every step."""
-        last = None
-        for info in self.steps(should_stop):
-            last = info
-            if progress is not None:
-                progress(info)
-        return last
+        run_to_end(self.steps(should_stop), progress)

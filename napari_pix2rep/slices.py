@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .preprocess import PreprocessConfig, model_size, normalize_intensity, resample
+from .preprocess import (
+    PreprocessConfig,
+    centred_pads,
+    model_size,
+    normalize_intensity,
+    resample,
+)
 
 
 def prepare_slices(
@@ -84,7 +90,6 @@ class SliceBank:
             window = s[top : top + crop, left : left + crop][None, None]
             ph, pw = crop - window.shape[-2], crop - window.shape[-1]
             if ph or pw:
-                pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-                window = F.pad(window, pads, mode="replicate")
+                window = F.pad(window, centred_pads(ph, pw), mode="replicate")
             out[k] = window[0]
         return out

@@ -304,7 +304,7 @@ def _one_line_error(capsys) -> str:
 def tiny_segmenter(tmp_path):
     """An untrained ``tiny`` segmenter file (these tests never get as far as using it)."""
     from napari_pix2rep.nets.unet import UNet, preset
-    from napari_pix2rep.segment import Segmenter
+    from napari_pix2rep.segmenter import Segmenter
 
     return Segmenter(UNet(preset("tiny"))).save(tmp_path / "seg.pt")
 

@@ -45,7 +45,7 @@ def files(tmp_path_factory):
     from napari_pix2rep.nets.unet import UNet, preset
     from napari_pix2rep.preprocess import PreprocessConfig
     from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
-    from napari_pix2rep.segment import Segmenter
+    from napari_pix2rep.segmenter import Segmenter
     from napari_pix2rep.slices import SliceBank
 
     root = tmp_path_factory.mktemp("lost")
@@ -416,8 +416,9 @@ def test_pretrain_cli_skips_label_files_and_says_so(data, tmp_path, capsys):
 def test_outputs_are_checked_before_any_work(
     command, where, files, data, tmp_path, monkeypatch, capsys
 ):
-    import napari_pix2rep.pretrain as pretrain
     import napari_pix2rep.segment as segment
+
+    import napari_pix2rep.pretrain as pretrain
     import napari_pix2rep.slices as slices
 
     def no_work(*args, **kwargs):
