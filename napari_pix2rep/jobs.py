@@ -142,30 +142,16 @@ def _pretrain(
     should_stop: StopCheck,
 ) -> Generator[Progress, None, PretrainResult]:
     """The body of :func:`pretrain_job`, its output checked and locked."""
-    from .images import read_image
     from .pretrain import Pretrainer
-    from .slices import SliceBank, prepare_slices
+    from .slices import load_slices
 
     t0 = time.perf_counter()
     files = found.images if found is not None else []
-    total = len(volumes) + len(files)
-    slices, sources = [], []
     note = f"; {found.summary()} in the folder" if found is not None else ""
-    yield Progress("loading", 0, total, message=f"Preparing slices{note}")
-    for i, (data, spacing, name) in enumerate(volumes):
-        slices.extend(prepare_slices(np.asarray(data), tuple(spacing), cfg.preprocess))
-        sources.append(f"layer:{name}")
-        yield Progress("loading", i + 1, total, message=f"Prepared {name}")
-        if should_stop():
-            return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
-    for j, f in enumerate(files):
-        vol = read_image(f, kind="image")
-        slices.extend(prepare_slices(vol.data, vol.spacing, cfg.preprocess))
-        sources.append(str(f))
-        yield Progress("loading", len(volumes) + j + 1, total, message=f"Read {f.name}")
-        if should_stop():
-            return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
-    bank = SliceBank(slices, sources)
+    loading = load_slices(volumes, files, cfg.preprocess, note)
+    stopped, bank = yield from until_stopped(loading, should_stop)
+    if stopped:
+        return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
     trainer = Pretrainer(bank, cfg, out=out, device=str(dev), init=init, resume=resume)
     c = trainer.config
     what = found.summary() if found is not None else f"{len(volumes)} open images"

@@ -178,3 +178,60 @@ def test_pretrain_job_reads_dicom_series_in_a_folder(tmp_path):
     loading = [p for p in seen if p.stage == "loading"]
     assert loading[-1].total == 1 and result.steps_done == 1 and out.is_file()
     assert torch.load(out, weights_only=True)["meta"]["data"][0].startswith(str(tmp_path))
+
+
+def test_a_segment_reads_the_model_file_once(quick_backbone, tmp_path, monkeypatch):
+    from napari_pix2rep.jobs import predict_job, train_job
+
+    ph = make_phantom(n_slices=3, size=(48, 48), seed=4)
+    labels = np.zeros_like(ph.labels)
+    labels[1] = ph.labels[1]
+    pair = [(ph.image, ph.spacing, labels)]
+    seg_file = tmp_path / "seg.pt"
+    _, trained = drive(
+        segment_job(
+            str(quick_backbone),
+            pair,
+            (ph.image, ph.spacing),
+            config={"probe_steps": 1},
+            device="cpu",
+            propagate=False,
+        )
+    )
+    trained.segmenter.save(seg_file)
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    for model in (quick_backbone, seg_file):  # a backbone, and a segmenter's backbone
+        loads.clear()
+        _, result = drive(
+            segment_job(
+                str(model),
+                pair,
+                (ph.image, ph.spacing),
+                config={"probe_steps": 1},
+                device="cpu",
+                propagate=False,
+            )
+        )
+        assert result.prediction is not None and len(loads) == 1, loads
+    loads.clear()
+    _, result = drive(segment_job(str(seg_file), [], (ph.image, ph.spacing), train=False))
+    assert result.prediction is not None and loads == [seg_file]
+    loads.clear()
+    _, result = drive(predict_job(str(seg_file), (ph.image, ph.spacing), device="cpu"))
+    assert result.prediction is not None and loads == [seg_file]
+
+    # training from a segmenter learns the classes asked for, from its backbone
+    loads.clear()
+    binary = (labels > 0).astype(np.uint8)
+    _, result = drive(
+        train_job(
+            str(seg_file),
+            [(ph.image, ph.spacing, binary)],
+            config={"classes": ("background", "heart"), "probe_steps": 1},
+            device="cpu",
+        )
+    )
+    assert result.segmenter.classes == ("background", "heart") and len(loads) == 1
+    assert result.prediction is None and not result.cancelled
