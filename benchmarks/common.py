@@ -24,9 +24,11 @@ from napari_pix2rep.checkpoint import default_backbone_path
 from napari_pix2rep.nets.unet import UNet
 from napari_pix2rep.preprocess import PreprocessConfig
 from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
+from napari_pix2rep.progress import run_to_end
 from napari_pix2rep.protocols import CLASS_NAMES, LoadedCase
-from napari_pix2rep.segment import TrainConfig, load_backbone
-from napari_pix2rep.slices import SliceBank
+from napari_pix2rep.segmenter import load_backbone
+from napari_pix2rep.slices import load_slices
+from napari_pix2rep.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +93,7 @@ def pix2rep_backbone(args) -> tuple[torch.nn.Module, PreprocessConfig, str]:
     if args.quick:
         pool, _ = load_split(args.data, True)
         files = [c.ed for c in pool[:2]]
-        bank = SliceBank.from_files(files, PreprocessConfig())
+        bank = run_to_end(load_slices([], files, PreprocessConfig()))
         cfg = PretrainConfig(preset="tiny", steps=3, batch_size=2, crop=64)
         t = Pretrainer(bank, cfg, device=args.device)
         t.run()

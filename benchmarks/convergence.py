@@ -28,8 +28,10 @@ from common import (
 
 from napari_pix2rep.annotations import collect_annotations
 from napari_pix2rep.device import resolve_device
+from napari_pix2rep.finetune import fine_tune_iter
+from napari_pix2rep.probe import training_slices
 from napari_pix2rep.protocols import evaluate, summarise
-from napari_pix2rep.segment import Segmenter, fine_tune_iter, training_slices
+from napari_pix2rep.segmenter import Segmenter
 
 
 def curve(net, pre, labelled, val, cfg, every, device) -> list[tuple[int, float]]:

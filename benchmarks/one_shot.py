@@ -40,7 +40,7 @@ from common import (
 )
 
 from napari_pix2rep.protocols import evaluate, summarise, train_on_cases
-from napari_pix2rep.segment import load_backbone
+from napari_pix2rep.segmenter import load_backbone
 
 
 def main() -> None:

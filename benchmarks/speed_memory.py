@@ -24,7 +24,7 @@ from common import cases_root, parser, pix2rep_backbone, table, write_results
 from pretrain_speed import run_isolated
 
 from napari_pix2rep.acdc import list_cases
-from napari_pix2rep.segment import TrainConfig, train_segmenter
+from napari_pix2rep.training import TrainConfig, train_segmenter
 
 
 def _peak_mib() -> float:
@@ -55,7 +55,7 @@ def probe_time(args) -> dict:
 
 def predict_time(args) -> dict:
     from napari_pix2rep.predict import predict_volume
-    from napari_pix2rep.segment import Segmenter
+    from napari_pix2rep.segmenter import Segmenter
 
     net, pre, _ = pix2rep_backbone(args)
     seg = Segmenter(net, preprocess=pre)

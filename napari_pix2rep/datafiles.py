@@ -22,6 +22,9 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: The end of a label file's name (see the module docstring).
 LABEL_NAME = re.compile(r"(_gt|_seg|_label|_labels|_mask)\.nii(\.gz)?$", re.IGNORECASE)
 
+#: The same rule in words, for messages, help and tooltips.
+LABEL_NAMES = "*_gt, *_seg, *_label(s) or *_mask"
+
 #: The same rule as file-name globs, for messages and settings.
 LABEL_FILE_GLOBS = ("*_gt.nii*", "*_seg.nii*", "*_label.nii*", "*_labels.nii*", "*_mask.nii*")
 
@@ -65,9 +68,7 @@ class TrainingFiles:
         skipped = []
         if self.labels:
             n = len(self.labels)
-            skipped.append(
-                f"{n} label file{'s' * (n != 1)} named *_gt, *_seg, *_label(s) or *_mask"
-            )
+            skipped.append(f"{n} label file{'s' * (n != 1)} named {LABEL_NAMES}")
         if self.excluded:
             skipped.append(f"{len(self.excluded)} matching --exclude")
         extra = f" (skipped: {', '.join(skipped)})" if skipped else ""

@@ -1,47 +1,37 @@
-"""Long jobs as generators: pretraining and segmenting, for the napari workers and scripts.
+"""Long jobs as generators, for the napari workers, the CLI and scripts.
 
-Each job yields :class:`JobProgress` after every step, checks ``should_stop()`` between
-steps (so a cancel takes effect within one step) and returns a result object; any
-exception it raises is the caller's to report. torch is imported only when a job runs,
-so importing this module is cheap. No Qt.
+Pretraining (:func:`pretrain_job`), training a segmenter from annotated pairs
+(:func:`train_job`), predicting (:func:`predict_job`) and the dock's Segment (training
+then predicting, :func:`segment_job`). Each yields :class:`~napari_pix2rep.progress.Progress`
+after every step, checks ``should_stop()`` between steps (so a cancel takes effect within
+one step) and returns a result object; any exception it raises is the caller's to
+report. torch is imported only when a job runs, so importing this module is cheap. No Qt.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection, Generator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Generator, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .progress import Progress, StopCheck, never, until_stopped
+
 __all__ = [
-    "JobProgress",
     "PretrainResult",
     "SegmentResult",
     "cpu_threads",
     "load_model_source",
+    "predict_job",
     "pretrain_job",
     "segment_job",
+    "train_job",
 ]
-
-StopCheck = Callable[[], bool]
-
-
-@dataclass
-class JobProgress:
-    """One step of a job; ``stage`` is "loading", "pretrain", "probe", "finetune", "predict"..."""
-
-    stage: str
-    step: int
-    total: int
-    loss: float | None = None
-    eta_s: float | None = None
-    rate: float | None = None  # slices per second (pretraining)
-    message: str = ""
 
 
 @dataclass
@@ -64,7 +54,7 @@ class SegmentResult:
     thread so the GUI thread does not have to.
     """
 
-    segmenter: Any  # napari_pix2rep.segment.Segmenter
+    segmenter: Any  # napari_pix2rep.segmenter.Segmenter
     prediction: Any  # napari_pix2rep.predict.Prediction
     cancelled: bool = False
     seconds: float = 0.0
@@ -72,20 +62,17 @@ class SegmentResult:
     uncertainty: np.ndarray | None = None
 
 
-def _never() -> bool:
-    return False
-
-
 @contextmanager
-def cpu_threads(device: Any, keep_free: int = 1) -> Iterator[None]:
+def cpu_threads(device: Any, keep_free: int | None = 1) -> Iterator[None]:
     """On the CPU, let torch use all cores but ``keep_free`` while the block runs.
 
     Call it in the thread that computes (torch's OpenMP thread count is per thread). The
-    previous count is restored afterwards. No effect on accelerators.
+    previous count is restored afterwards. No effect on accelerators, nor with
+    ``keep_free=None`` (the CLI: the thread count stays the user's, e.g. OMP_NUM_THREADS).
     """
     import torch
 
-    if getattr(device, "type", str(device)) != "cpu":
+    if keep_free is None or getattr(device, "type", str(device)) != "cpu":
         yield
         return
     before = torch.get_num_threads()
@@ -107,16 +94,23 @@ def pretrain_job(
     device: str = "auto",
     init: str | os.PathLike | None = None,
     exclude: Sequence[str] = (),
-    should_stop: StopCheck = _never,
-) -> Generator[JobProgress, None, PretrainResult]:
+    should_stop: StopCheck = never,
+    *,
+    resume: str | os.PathLike | None = None,
+    lock: bool = True,
+    keep_free: int | None = 1,
+) -> Generator[Progress, None, PretrainResult]:
     """Pretrain a backbone on open volumes ``(data, spacing, name)`` and image ``inputs``.
 
     ``inputs`` are NIfTI files, DICOM series or folders (searched recursively; label files, see
     :mod:`napari_pix2rep.datafiles`, and ``exclude`` globs skipped). ``out`` is checked
-    and locked before any work (one run per file); the checkpoint goes there atomically,
-    every ``config.checkpoint_every`` steps or ``config.checkpoint_minutes``, and when the
-    run ends or is stopped. Returns a :class:`PretrainResult` (``path`` None when stopped
-    before the first step).
+    and (with ``lock``; under torchrun only rank 0 locks) locked before any work, one run
+    per file; the checkpoint goes there atomically, every ``config.checkpoint_every``
+    steps or ``config.checkpoint_minutes``, and when the run ends or is stopped.
+    ``resume`` continues the run saved in that checkpoint (``config`` then only sets the
+    steps and the checkpoint cadence). Stages: "note" (a stale lock taken over),
+    "loading", "start" (the run described, before the first step), "pretrain". Returns a
+    :class:`PretrainResult` (``path`` None when stopped before the first step).
     """
     from .datafiles import find_training_images
     from .device import resolve_device
@@ -129,8 +123,12 @@ def pretrain_job(
     if not volumes and found is None:
         raise ValueError("No data to pretrain on: choose image layers or a folder.")
     dev = resolve_device(device)
-    with OutputLock(out), cpu_threads(dev):
-        return (yield from _pretrain(volumes, found, out, cfg, dev, init, should_stop))
+    held = OutputLock(out) if lock else nullcontext()
+    with held, cpu_threads(dev, keep_free):
+        if getattr(held, "note", ""):
+            yield Progress("note", 0, 0, message=held.note)
+        run = _pretrain(volumes, found, out, cfg, dev, init, resume, should_stop)
+        return (yield from run)
 
 
 def _pretrain(
@@ -140,49 +138,39 @@ def _pretrain(
     cfg: Any,
     dev: Any,
     init: str | os.PathLike | None,
+    resume: str | os.PathLike | None,
     should_stop: StopCheck,
-) -> Generator[JobProgress, None, PretrainResult]:
+) -> Generator[Progress, None, PretrainResult]:
     """The body of :func:`pretrain_job`, its output checked and locked."""
     from .pretrain import Pretrainer
-    from .slices import SliceBank, prepare_slices
+    from .slices import load_slices
 
     t0 = time.perf_counter()
     files = found.images if found is not None else []
-    total = len(volumes) + len(files)
-    slices, sources = [], []
     note = f"; {found.summary()} in the folder" if found is not None else ""
-    yield JobProgress("loading", 0, total, message=f"Preparing slices{note}")
-    for i, (data, spacing, name) in enumerate(volumes):
-        slices.extend(prepare_slices(np.asarray(data), tuple(spacing), cfg.preprocess))
-        sources.append(f"layer:{name}")
-        yield JobProgress("loading", i + 1, total, message=f"Prepared {name}")
-        if should_stop():
-            return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
-    from .images import read_image
-
-    for j, f in enumerate(files):
-        vol = read_image(f, kind="image")
-        slices.extend(prepare_slices(vol.data, vol.spacing, cfg.preprocess))
-        sources.append(str(f))
-        yield JobProgress("loading", len(volumes) + j + 1, total, message=f"Read {f.name}")
-        if should_stop():
-            return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
-    bank = SliceBank(slices, sources)
-    trainer = Pretrainer(bank, cfg, out=out, device=str(dev), init=init)
-    for info in trainer.steps(should_stop):
-        yield JobProgress(
-            "pretrain",
-            info.step,
-            info.steps,
-            loss=info.loss,
-            eta_s=info.eta_s,
-            rate=info.slices_per_s,
-        )
+    loading = load_slices(volumes, files, cfg.preprocess, note)
+    stopped, bank = yield from until_stopped(loading, should_stop)
+    if stopped:
+        return PretrainResult(None, 0, cfg.steps, True, [], time.perf_counter() - t0)
+    trainer = Pretrainer(bank, cfg, out=out, device=str(dev), init=init, resume=resume)
+    c = trainer.config
+    what = found.summary() if found is not None else f"{len(volumes)} open images"
+    yield Progress(
+        "start",
+        trainer.step,
+        c.steps,
+        message=f"{what}, {len(bank)} slices loaded in {time.perf_counter() - t0:.1f} s; "
+        f"{c.loss} on {trainer.device} x{trainer.world}, effective batch "
+        f"{trainer.effective_batch} ({c.batch_size} x {trainer.world}), lr {c.lr:g}; "
+        f"steps {trainer.step} -> {c.steps}",
+    )
+    yield from trainer.steps(should_stop)
+    trainer.close()
     return PretrainResult(
         Path(out) if trainer.step > 0 or Path(out).is_file() else None,
         trainer.step,
-        cfg.steps,
-        trainer.step < cfg.steps,
+        c.steps,
+        trainer.step < c.steps,
         list(trainer.loss_history),
         time.perf_counter() - t0,
     )
@@ -192,73 +180,179 @@ def _pretrain(
 
 
 def load_model_source(path: str | os.PathLike) -> tuple[Any, Any]:
-    """``(UNet or Segmenter, PreprocessConfig)`` from a backbone or segmenter file."""
+    """``(UNet or Segmenter, PreprocessConfig)`` from a backbone or segmenter file, read once."""
     from .checkpoint import load_model_file
-    from .segment import Segmenter, load_backbone
+    from .segmenter import Segmenter, backbone_from_dict, is_segmenter_dict
 
-    if str(load_model_file(path).get("format", "")).endswith("segmenter"):
-        seg = Segmenter.from_file(path)
+    obj = load_model_file(path)
+    name = Path(path).name
+    if is_segmenter_dict(obj):
+        seg = Segmenter.from_dict(obj, name)
         return seg, seg.preprocess
-    backbone, preprocess, _ = load_backbone(path)
-    return backbone, preprocess
+    return backbone_from_dict(obj, name)
 
 
-def _predict_iter(
+def _source(model: Any) -> tuple[Any, Any]:
+    """``(UNet or Segmenter, PreprocessConfig)`` of a model file path or a Segmenter."""
+    if isinstance(model, str | os.PathLike):
+        return load_model_source(model)
+    return model, getattr(model, "preprocess", None)
+
+
+def _train(
+    source: Any,
+    preprocess: Any,
+    pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
+    cfg: Any,
+    dev: Any,
+    names: Sequence[str],
+    background: Sequence[Collection[int]],
+    should_stop: StopCheck,
+) -> Generator[Progress, None, Any]:
+    """Train on ``pairs`` from ``source``'s backbone (a segmenter's features, never its
+    classes: the classes asked for are learnt); the Segmenter, None when stopped."""
+    from .segmenter import Segmenter
+    from .training import train_segmenter_iter
+
+    if isinstance(source, Segmenter):
+        source = source.backbone
+    gen = train_segmenter_iter(
+        source,
+        preprocess,
+        [(np.asarray(img), tuple(sp)) for img, sp, _ in pairs],
+        [np.asarray(lab) for _, _, lab in pairs],
+        cfg,
+        device=dev,
+        names=list(names),
+        background_slices=list(background),
+    )
+    _, segmenter = yield from until_stopped(gen, should_stop)
+    return segmenter
+
+
+def _train_config(config: Any) -> Any:
+    from .training import TrainConfig
+
+    return config if isinstance(config, TrainConfig) else TrainConfig(**(config or {}))
+
+
+def _predict(
     segmenter: Any,
-    data: np.ndarray,
-    spacing: Sequence[float],
-    device: Any,
+    target: tuple[np.ndarray, Sequence[float]],
+    dev: Any,
     should_stop: StopCheck,
     region: Any = None,
-) -> Generator[JobProgress, None, Any]:
-    """Prediction frame by frame (the same result as one call: frames are normalised
-    separately), on the heart ``region`` when given; returns the :class:`Prediction` or
-    None when stopped."""
-    from .predict import Prediction, predict_volume
+    cleanup: bool | None = None,
+) -> Generator[Progress, None, Any]:
+    """The :class:`~napari_pix2rep.predict.Prediction` of ``target``; None when stopped."""
+    from .predict import DEFAULT_CLEANUP, predict_iter
 
-    data = np.asarray(data)
-    if data.ndim == 3:
-        yield JobProgress("predict", 0, 1, message="Segmenting every slice")
-        pred = predict_volume(segmenter, data, tuple(spacing), device=device, region=region)
-        yield JobProgress("predict", 1, 1)
-        return pred
-    n = data.shape[0]
-    labels, probs = None, None
-    for t in range(n):
-        if should_stop():
-            return None
-        p = predict_volume(segmenter, data[t], tuple(spacing)[1:], device=device, region=region)
-        if labels is None:
-            labels = np.empty(data.shape, dtype=p.labels.dtype)
-            probs = np.empty((p.probabilities.shape[0], *data.shape), dtype=np.float16)
-        labels[t] = p.labels
-        probs[:, t] = p.probabilities
-        yield JobProgress("predict", t + 1, n, message=f"Segmented frame {t + 1} of {n}")
-    return Prediction(labels, probs)
+    gen = predict_iter(
+        segmenter,
+        np.asarray(target[0]),
+        tuple(target[1]),
+        device=dev,
+        cleanup=DEFAULT_CLEANUP if cleanup is None else cleanup,
+        region=region,
+    )
+    _, pred = yield from until_stopped(gen, should_stop)
+    return pred
+
+
+def _require_segmenter(source: Any) -> None:
+    from .segmenter import Segmenter
+
+    if not isinstance(source, Segmenter):
+        raise ValueError(
+            "The chosen model is a backbone, not a trained segmenter: press "
+            "Segment to train one first."
+        )
+
+
+def train_job(
+    model: Any,
+    pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
+    *,
+    config: Any = None,
+    device: str = "auto",
+    names: Sequence[str] | None = None,
+    background: Sequence[Collection[int]] | None = None,
+    should_stop: StopCheck = never,
+    keep_free: int | None = 1,
+) -> Generator[Progress, None, SegmentResult]:
+    """Train a segmenter from annotated ``pairs`` ``(image, spacing, labels)``, no prediction.
+
+    ``model`` is a backbone/segmenter file path (read once) or a model object; a
+    segmenter contributes its backbone (``config``'s classes are learnt). ``background``:
+    per pair, flat indices of its background-only slices. The result's ``prediction`` is
+    None; its ``segmenter`` too when stopped.
+    """
+    from .device import release_memory, resolve_device
+
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    cfg = _train_config(config)
+    source, preprocess = _source(model)
+    pairs = list(pairs)
+    names = list(names) if names else [f"image {i + 1}" for i in range(len(pairs))]
+    background = [set(b) for b in (background or [])]
+    background += [set()] * (len(pairs) - len(background))
+    with cpu_threads(dev, keep_free):
+        try:
+            seg = yield from _train(
+                source, preprocess, pairs, cfg, dev, names, background, should_stop
+            )
+        finally:
+            release_memory(dev)
+    return SegmentResult(seg, None, seg is None, time.perf_counter() - t0)
+
+
+def predict_job(
+    model: Any,
+    target: tuple[np.ndarray, Sequence[float]],
+    *,
+    device: str = "auto",
+    cleanup: bool | None = None,
+    should_stop: StopCheck = never,
+    keep_free: int | None = 1,
+) -> Generator[Progress, None, SegmentResult]:
+    """Segment every slice and frame of ``target`` ``(image, spacing)`` with a segmenter
+    (a segmenter file, read once, or a Segmenter); ``cleanup`` None: the default clean-up.
+    The result holds no uncertainty (``prediction.uncertainty()`` gives it)."""
+    from .device import resolve_device
+
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    segmenter, _ = _source(model)
+    _require_segmenter(segmenter)
+    with cpu_threads(dev, keep_free):
+        pred = yield from _predict(segmenter, target, dev, should_stop, cleanup=cleanup)
+    return SegmentResult(segmenter, pred, pred is None, time.perf_counter() - t0, False)
 
 
 def segment_job(
     model: Any,
     pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
     target: tuple[np.ndarray, Sequence[float]],
+    *,
     config: Any = None,
     device: str = "auto",
     names: Sequence[str] | None = None,
     train: bool = True,
-    should_stop: StopCheck = _never,
+    should_stop: StopCheck = never,
     background: Sequence[Collection[int]] | None = None,
     own: int | None = None,
     on_grid: Sequence[bool] | None = None,
     localise: bool = True,
     propagate: bool = True,
-) -> Generator[JobProgress, None, SegmentResult]:
+) -> Generator[Progress, None, SegmentResult]:
     """Train a segmenter from annotated ``pairs`` ``(image, spacing, labels)``, segment ``target``.
 
-    ``model`` is a backbone/segmenter file path or a ``Segmenter``. With ``train=False``
-    the segmenter (``model`` itself, or loaded from a segmenter file) only predicts.
-    Training uses only the labels given here (``background``: per pair, flat indices of
-    its background-only slices); the returned prediction is for every slice and frame of
-    ``target`` ``(image, spacing)``.
+    ``model`` is a backbone/segmenter file path (read once) or a ``Segmenter``. With
+    ``train=False`` the segmenter (``model`` itself, or loaded from a segmenter file)
+    only predicts. Training uses only the labels given here (``background``: per pair,
+    flat indices of its background-only slices); the returned prediction is for every
+    slice and frame of ``target`` ``(image, spacing)``.
 
     ``own`` is the index of the pair annotating the target itself (None: none);
     ``on_grid`` says per pair whether it is another phase of the target's stack (None:
@@ -270,66 +364,42 @@ def segment_job(
     """
     from .device import release_memory, resolve_device
     from .loop import carry_iter, grid_pairs, heart_region
-    from .segment import Segmenter, TrainConfig, train_segmenter_iter
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig(**(config or {}))
+    cfg = _train_config(config)
     pairs = list(pairs)
     names = list(names) if names else [f"image {i + 1}" for i in range(len(pairs))]
     background = [set(b) for b in (background or [])]
     background += [set()] * (len(pairs) - len(background))
     grid = grid_pairs(pairs, target, own, on_grid)
     region = heart_region(pairs, target, own, grid) if localise else None
-    if isinstance(model, str | os.PathLike):
-        source, preprocess = load_model_source(model)
-    else:
-        source, preprocess = model, getattr(model, "preprocess", None)
+    source, preprocess = _source(model)
+
+    def stopped() -> SegmentResult:
+        return SegmentResult(None, None, True, time.perf_counter() - t0)
+
     with cpu_threads(dev):
         try:
             if train:
-                if isinstance(source, Segmenter):
-                    source = source.backbone  # learn the classes asked for, from its features
                 if propagate:
                     extra = yield from carry_iter(
                         pairs, target, own, background, grid, len(cfg.classes), region, should_stop
                     )
                     if extra is None:
-                        return SegmentResult(None, None, True, time.perf_counter() - t0)
+                        return stopped()
                     pairs += extra
                     names += ["carried"] * len(extra)
                     background += [set()] * len(extra)
-                gen = train_segmenter_iter(
-                    source,
-                    preprocess,
-                    [(np.asarray(img), tuple(sp)) for img, sp, _ in pairs],
-                    [np.asarray(lab) for _, _, lab in pairs],
-                    cfg,
-                    device=dev,
-                    names=names,
-                    background_slices=background,
+                segmenter = yield from _train(
+                    source, preprocess, pairs, cfg, dev, names, background, should_stop
                 )
-                segmenter = None
-                while True:
-                    try:
-                        p = next(gen)
-                    except StopIteration as stop:
-                        segmenter = stop.value
-                        break
-                    yield JobProgress(p.stage, p.step, p.total, loss=p.loss, message=p.message)
-                    if should_stop():
-                        gen.close()
-                        return SegmentResult(None, None, True, time.perf_counter() - t0)
+                if segmenter is None:
+                    return stopped()
             else:
-                if not isinstance(source, Segmenter):
-                    raise ValueError(
-                        "The chosen model is a backbone, not a trained segmenter: press "
-                        "Segment to train one first."
-                    )
+                _require_segmenter(source)
                 segmenter = source
-            pred = yield from _predict_iter(
-                segmenter, target[0], target[1], dev, should_stop, region
-            )
+            pred = yield from _predict(segmenter, target, dev, should_stop, region)
         finally:
             release_memory(dev)
     if pred is None:

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from .annotations import annotated_slice_summary
-from .jobs import JobProgress, StopCheck
+from .progress import Progress as JobProgress
+from .progress import StopCheck
 
 #: Annotation-layer metadata: the flat indices of its background-only slices.
 BACKGROUND_KEY = "pix2rep_background_slices"

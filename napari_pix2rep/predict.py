@@ -13,7 +13,7 @@ background with probability 1, and the clean-up keeps the component in the regio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,8 @@ from scipy import ndimage
 from .device import release_memory, resolve_device
 from .localise import HeartRegion
 from .preprocess import prepare_volume, to_native
-from .segment import Segmenter
+from .progress import Progress, run_to_end
+from .segmenter import Segmenter
 
 #: Context the network sees around a heart region, mm (features near a crop's edge differ).
 REGION_CONTEXT_MM = 30.0
@@ -71,23 +72,71 @@ def largest_component(
     return out
 
 
-@torch.no_grad()
-def predict_volume(
+def predict_iter(
     segmenter: Segmenter,
     data: np.ndarray,
     spacing: tuple[float, ...],
     device: str | torch.device = "auto",
     batch_size: int = 8,
     cleanup: bool = DEFAULT_CLEANUP,
-    progress: Callable[[int, int], None] | None = None,
     region: HeartRegion | None = None,
-) -> Prediction:
-    """Segment every slice (and frame) of ``data``; see the module docstring."""
+) -> Generator[Progress, None, Prediction]:
+    """Segment every slice (and frame) of ``data``, yielding after every batch of slices.
+
+    A 4D cine goes frame by frame (the same result as all at once: each frame is
+    normalised on its own), so only one frame's slices are prepared at a time and the
+    run can stop between any two batches (close the generator). See the module docstring.
+    """
     data = np.asarray(data)
     if data.ndim not in (3, 4):
         raise ValueError(f"Expected a 3D or 4D image, got {data.ndim} dimensions.")
     dev = resolve_device(device)
     segmenter = segmenter.to(dev).eval()
+    try:
+        if data.ndim == 3:
+            probs = yield from _predict_frame(
+                segmenter,
+                data,
+                spacing,
+                dev,
+                batch_size,
+                region,
+                lambda done, n: Progress("predict", done, n, message="Segmenting every slice"),
+            )
+        else:
+            n_frames = data.shape[0]
+            probs = np.empty((segmenter.n_classes, *data.shape), dtype=np.float16)
+            for t in range(n_frames):
+                msg = f"Segmenting frame {t + 1} of {n_frames}"
+                probs[:, t] = yield from _predict_frame(
+                    segmenter,
+                    data[t],
+                    spacing[1:],
+                    dev,
+                    batch_size,
+                    region,
+                    lambda done, n, t=t, msg=msg: Progress("predict", t, n_frames, message=msg),
+                )
+            yield Progress("predict", n_frames, n_frames, message=f"Segmented {n_frames} frames")
+    finally:
+        release_memory(dev)
+    labels = probs.argmax(axis=0).astype(np.uint8)
+    if cleanup:
+        labels = largest_component(labels, segmenter.n_classes, region)
+    return Prediction(labels, probs)
+
+
+def _predict_frame(
+    segmenter: Segmenter,
+    data: np.ndarray,
+    spacing: tuple[float, ...],
+    dev: torch.device,
+    batch_size: int,
+    region: HeartRegion | None,
+    report: Callable[[int, int], Progress],
+) -> Generator[Progress, None, np.ndarray]:
+    """Class probabilities ``(K, z, y, x)`` float16 of a 3D ``data``, batch by batch,
+    yielding ``report(slices done, slices)`` after each batch."""
     window = (slice(None), slice(None))
     if region is not None:
         grow = tuple(int(np.ceil(REGION_CONTEXT_MM / max(float(s), 1e-3))) for s in spacing[-2:])
@@ -103,29 +152,34 @@ def predict_volume(
     k = segmenter.n_classes
     # written below: the network's window, then (with a region) all outside the region,
     # which holds everything outside the window
-    probs = np.empty((n, k, *data.shape[-2:]), dtype=np.float16)
+    probs = np.empty((k, n, *data.shape[-2:]), dtype=np.float16)
+    outside = ~region.mask(data.shape[-2:]) if region is not None else None
     use_amp = dev.type == "cuda"
-    try:
-        for i in range(0, n, batch_size):
-            x = prepared.x[i : i + batch_size]
-            if dev.type == "cuda":
-                x = x.pin_memory()
-            x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, enabled=use_amp):
-                logits = segmenter(x)
-            p = to_native(logits.float().softmax(1), prepared)
-            probs[i : i + len(x), :, window[0], window[1]] = p.cpu().numpy()
-            if progress is not None:
-                progress(min(i + batch_size, n), n)
-    finally:
-        release_memory(dev)
-    if region is not None:
-        outside = ~region.mask(data.shape[-2:])
-        probs[:, 1:, outside] = 0.0
-        probs[:, 0, outside] = 1.0
-    probs = probs.reshape(*data.shape[:-2], k, *data.shape[-2:])
-    probs = np.moveaxis(probs, -3, 0)
-    labels = probs.argmax(axis=0).astype(np.uint8)
-    if cleanup:
-        labels = largest_component(labels, k, region)
-    return Prediction(labels, probs)
+    for i in range(0, n, batch_size):
+        x = prepared.x[i : i + batch_size]
+        if dev.type == "cuda":
+            x = x.pin_memory()
+        x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), torch.autocast(dev.type, enabled=use_amp):
+            logits = segmenter(x)
+        p = to_native(logits.float().softmax(1), prepared).cpu().numpy()  # (b, K, h, w)
+        part = probs[:, i : i + len(x)]
+        part[:, :, window[0], window[1]] = np.moveaxis(p, 1, 0)
+        if outside is not None:
+            part[1:, :, outside] = 0.0
+            part[0, :, outside] = 1.0
+        yield report(min(i + batch_size, n), n)
+    return probs
+
+
+def predict_volume(
+    segmenter: Segmenter,
+    data: np.ndarray,
+    spacing: tuple[float, ...],
+    device: str | torch.device = "auto",
+    batch_size: int = 8,
+    cleanup: bool = DEFAULT_CLEANUP,
+    region: HeartRegion | None = None,
+) -> Prediction:
+    """:func:`predict_iter` run to the end (scripts, benchmarks)."""
+    return run_to_end(predict_iter(segmenter, data, spacing, device, batch_size, cleanup, region))

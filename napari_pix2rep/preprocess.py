@@ -121,6 +121,12 @@ def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
 
 
+def centred_pads(ph: int, pw: int) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` that add ``ph`` rows and ``pw`` columns, centred
+    (the odd one at the bottom / right), in ``F.pad`` order."""
+    return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
+
+
 def pad_to_multiple(
     x: torch.Tensor, stride: int
 ) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -130,7 +136,7 @@ def pad_to_multiple(
     """
     h, w = x.shape[-2:]
     ph, pw = (-h) % stride, (-w) % stride
-    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    pads = centred_pads(ph, pw)
     if ph or pw:
         x = F.pad(x, pads, mode="replicate")
     return x, pads

@@ -1,16 +1,6 @@
-"""Pix2Rep pretraining: equivariant dense contrastive (or Barlow Twins) learning.
+"""Pix2Rep pretraining: the run around an objective (:mod:`napari_pix2rep.objectives`).
 
-One step, for a batch of slices x ``(B, 1, S, S)``:
-
-1. two intensity-augmented views v1, v2; one random affine phi per slice warps v2;
-2. both views through the backbone f (one batch): ``(2B, D, S, S)``;
-3. the view-1 feature map is warped by the same phi, so ``phi . f(v1)`` and
-   ``f(phi . v2)`` are pixel-aligned; pixels whose source is outside the field of view
-   are masked out;
-4. aligned pixel vectors (N sampled pairs for InfoNCE, all or many for Barlow) go
-   through the projector g and the loss.
-
-:class:`Pretrainer` adds the rest: Adam with warm-up and cosine decay, AMP and
+:class:`Pretrainer` holds the run: Adam with warm-up and cosine decay, AMP and
 channels_last on CUDA, progress, cooperative cancel, atomic checkpoints with everything
 needed to resume the same trajectory, init from an existing backbone, and DDP under
 ``torchrun`` (each rank draws different slices; rank 0 alone writes files).
@@ -21,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,15 +31,13 @@ from .checkpoint import (
     library_versions,
     load_model_file,
 )
+from .choices import LOSSES
 from .device import release_memory, resolve_device
-from .losses.pixel_barlow import pixel_barlow
-from .losses.pixel_ntxent import pixel_ntxent
-from .nets.heads import ProjectionHead
 from .nets.unet import UNet, preset
+from .objectives import Pix2RepObjective, SimCLRObjective
 from .preprocess import PreprocessConfig
+from .progress import Progress, StopCheck, never, run_to_end
 from .slices import SliceBank
-
-LOSSES = ("infonce", "barlow", "simclr")
 
 #: Settings a resumed run takes from its checkpoint: changing them changes the trajectory.
 TRAJECTORY = ("preset", "loss", "batch_size", "lr", "seed")
@@ -108,96 +96,6 @@ def resume_conflicts(saved: PretrainConfig, given: dict) -> dict[str, tuple]:
         for name in TRAJECTORY
         if given.get(name) is not None and given[name] != getattr(saved, name)
     }
-
-
-class SimCLRObjective(nn.Module):
-    """Image-level SimCLR baseline (METHOD.md section 3): only the encoder learns.
-
-    ``forward(v1, v2w, theta, gen)``: the bottleneck of each view is averaged over space,
-    projected (Linear -> BN -> ReLU -> Linear) and the two views of a slice form the
-    positive pair of an NT-Xent over the batch ``(2B vectors)``. The decoder keeps its
-    random initialisation, as for any encoder-only pretraining.
-    """
-
-    def __init__(self, backbone: nn.Module, cfg: PretrainConfig) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projector = ProjectionHead(backbone.config.widths[-1], out_dim=128)
-        self.cfg = cfg
-
-    def forward(
-        self, v1: torch.Tensor, v2w: torch.Tensor, theta: torch.Tensor, gen: torch.Generator
-    ) -> torch.Tensor:
-        pooled = self.backbone.encode(torch.cat([v1, v2w]))[-1].float().mean(dim=(2, 3))
-        z1, z2 = self.projector(pooled).chunk(2)
-        return pixel_ntxent(z1, z2, self.cfg.temperature)
-
-
-class Pix2RepObjective(nn.Module):
-    """Backbone + projector + loss, as one module so DDP can wrap it.
-
-    ``forward(v1, v2w, theta, gen)``: views ``(B, 1, S, S)`` (v2 already warped by
-    ``theta`` ``(B, 2, 3)``) -> scalar loss.
-    """
-
-    def __init__(self, backbone: nn.Module, cfg: PretrainConfig) -> None:
-        super().__init__()
-        self.backbone = backbone
-        dim = backbone.config.out_channels
-        self.projector = ProjectionHead(dim)
-        self.cfg = cfg
-
-    def aligned_features(
-        self, v1: torch.Tensor, v2w: torch.Tensor, theta: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``phi . f(v1)``, ``f(v2w)`` (each ``(B, D, S, S)``) and the valid mask ``(B, S, S)``."""
-        feats = self.backbone(torch.cat([v1, v2w]))
-        f1, f2 = feats.chunk(2)
-        f1w = augment.warp(f1.float(), theta)
-        return f1w, f2.float(), augment.valid_mask(theta, tuple(v1.shape[-2:]))
-
-    def forward(
-        self, v1: torch.Tensor, v2w: torch.Tensor, theta: torch.Tensor, gen: torch.Generator
-    ) -> torch.Tensor:
-        f1w, f2, valid = self.aligned_features(v1, v2w, theta)
-        n = self.cfg.n_pixels if self.cfg.loss == "infonce" else self.cfg.barlow_pixels
-        z1, z2 = sample_aligned_pixels(f1w, f2, valid, n, gen)
-        z = self.projector(torch.cat([z1, z2])).float()
-        z1, z2 = z.chunk(2)
-        if self.cfg.loss == "infonce":
-            return pixel_ntxent(z1, z2, self.cfg.temperature)
-        return pixel_barlow(z1, z2, self.cfg.barlow_lambda)
-
-
-def sample_aligned_pixels(
-    f1: torch.Tensor, f2: torch.Tensor, valid: torch.Tensor, n: int | None, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel vectors at ``n`` random valid positions (all valid ones if None): ``(n, D)`` x 2.
-
-    The same positions are taken from both aligned maps ``(B, D, H, W)``.
-    """
-    idx = valid.flatten().nonzero().squeeze(1)
-    if idx.numel() < 2:
-        raise RuntimeError("Fewer than two valid aligned pixels; check the augmentation ranges.")
-    if n is not None and n < idx.numel():
-        pick = torch.randperm(idx.numel(), generator=gen, device=gen.device)[:n]
-        idx = idx[pick.to(idx.device)]
-    d = f1.shape[1]
-    v1 = f1.permute(0, 2, 3, 1).reshape(-1, d)[idx]
-    v2 = f2.permute(0, 2, 3, 1).reshape(-1, d)[idx]
-    return v1, v2
-
-
-@dataclass
-class StepInfo:
-    """What a training loop reports after each step."""
-
-    step: int
-    steps: int
-    loss: float
-    lr: float
-    slices_per_s: float
-    eta_s: float
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -430,8 +328,9 @@ class Pretrainer:
             value = value / self.world
         return float(value)
 
-    def steps(self, should_stop: Callable[[], bool] | None = None) -> Iterator[StepInfo]:
-        """Train until ``config.steps`` (or ``should_stop()``), yielding after every step.
+    def steps(self, should_stop: StopCheck = never) -> Generator[Progress, None, None]:
+        """Train until ``config.steps`` (or ``should_stop()``), yielding after every step
+        (``rate``: slices per second over all processes).
 
         Checkpoints go to ``out`` every ``checkpoint_every`` steps, at least every
         ``checkpoint_minutes`` (by :attr:`clock`) and when the loop ends, also when it is
@@ -444,7 +343,7 @@ class Pretrainer:
         last_save = self.clock()
         try:
             while self.step < cfg.steps:
-                if should_stop is not None and should_stop():
+                if should_stop():
                     break
                 t0 = time.perf_counter()
                 loss = self._train_step()
@@ -468,13 +367,14 @@ class Pretrainer:
                         self.out.with_name(f"{self.out.name.split('.')[0]}_step{self.step}.pt")
                     )
                 try:
-                    yield StepInfo(
-                        step=self.step,
-                        steps=cfg.steps,
+                    yield Progress(
+                        "pretrain",
+                        self.step,
+                        cfg.steps,
                         loss=loss,
-                        lr=lr_at(self.step - 1, cfg),
-                        slices_per_s=self.effective_batch / rate,
                         eta_s=rate * (cfg.steps - self.step),
+                        rate=self.effective_batch / rate,
+                        lr=lr_at(self.step - 1, cfg),
                     )
                 except GeneratorExit:
                     consistent = True
@@ -496,13 +396,8 @@ class Pretrainer:
 
     def run(
         self,
-        progress: Callable[[StepInfo], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> StepInfo | None:
+        progress: Callable[[Progress], None] | None = None,
+        should_stop: StopCheck = never,
+    ) -> None:
         """Run :meth:`steps` to the end, calling ``progress`` after every step."""
-        last = None
-        for info in self.steps(should_stop):
-            last = info
-            if progress is not None:
-                progress(info)
-        return last
+        run_to_end(self.steps(should_stop), progress)

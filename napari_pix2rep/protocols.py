@@ -36,7 +36,8 @@ from .metrics import dice_per_class, ejection_fraction, structure_volumes
 from .nifti import Volume
 from .predict import DEFAULT_CLEANUP, predict_volume
 from .propagate import propagate_slices
-from .segment import Segmenter, TrainConfig, train_segmenter
+from .segmenter import Segmenter
+from .training import TrainConfig, train_segmenter
 
 CLASS_NAMES = STRUCTURES
 

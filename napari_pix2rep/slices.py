@@ -8,13 +8,21 @@ random ``crop x crop`` windows from memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .preprocess import PreprocessConfig, model_size, normalize_intensity, resample
+from .preprocess import (
+    PreprocessConfig,
+    centred_pads,
+    model_size,
+    normalize_intensity,
+    resample,
+)
+from .progress import Progress
 
 
 def prepare_slices(
@@ -43,23 +51,6 @@ class SliceBank:
         return len(self.slices)
 
     @classmethod
-    def from_files(
-        cls,
-        files: Sequence[str | os.PathLike],
-        cfg: PreprocessConfig,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> SliceBank:
-        from .images import read_image
-
-        slices: list[torch.Tensor] = []
-        for i, f in enumerate(files):
-            vol = read_image(f)
-            slices.extend(prepare_slices(vol.data, vol.spacing, cfg))
-            if progress is not None:
-                progress(i + 1, len(files))
-        return cls(slices, [str(f) for f in files])
-
-    @classmethod
     def from_arrays(
         cls, volumes: Iterable[tuple[np.ndarray, Sequence[float]]], cfg: PreprocessConfig
     ) -> SliceBank:
@@ -84,7 +75,33 @@ class SliceBank:
             window = s[top : top + crop, left : left + crop][None, None]
             ph, pw = crop - window.shape[-2], crop - window.shape[-1]
             if ph or pw:
-                pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-                window = F.pad(window, pads, mode="replicate")
+                window = F.pad(window, centred_pads(ph, pw), mode="replicate")
             out[k] = window[0]
         return out
+
+
+def load_slices(
+    volumes: Sequence[tuple[np.ndarray, Sequence[float], str]],
+    files: Sequence[str | os.PathLike],
+    cfg: PreprocessConfig,
+    note: str = "",
+) -> Generator[Progress, None, SliceBank]:
+    """The :class:`SliceBank` of open volumes ``(data, spacing, name)`` and image ``files``
+    (NIfTI or a DICOM series, read as images), yielding "loading" progress after each;
+    ``note`` is added to the first message."""
+    from .images import read_image
+
+    total = len(volumes) + len(files)
+    slices: list[torch.Tensor] = []
+    sources: list[str] = []
+    yield Progress("loading", 0, total, message=f"Preparing slices{note}")
+    for i, (data, spacing, name) in enumerate(volumes):
+        slices.extend(prepare_slices(np.asarray(data), tuple(spacing), cfg))
+        sources.append(f"layer:{name}")
+        yield Progress("loading", i + 1, total, message=f"Prepared {name}")
+    for j, f in enumerate(files):
+        vol = read_image(f, kind="image")
+        slices.extend(prepare_slices(vol.data, vol.spacing, cfg))
+        sources.append(str(f))
+        yield Progress("loading", len(volumes) + j + 1, total, message=f"Read {Path(f).name}")
+    return SliceBank(slices, sources)

@@ -5,7 +5,8 @@ from torch import nn
 
 from napari_pix2rep import augment
 from napari_pix2rep.augment import AugmentConfig
-from napari_pix2rep.pretrain import Pix2RepObjective, PretrainConfig, sample_aligned_pixels
+from napari_pix2rep.objectives import Pix2RepObjective, sample_aligned_pixels
+from napari_pix2rep.pretrain import PretrainConfig
 
 
 def _smooth_images(n=4, size=32, seed=0):

@@ -18,7 +18,7 @@ from napari_pix2rep.checkpoint import (
 )
 from napari_pix2rep.nets.unet import UNet, UNetConfig, preset
 from napari_pix2rep.preprocess import PreprocessConfig
-from napari_pix2rep.segment import Segmenter, load_backbone
+from napari_pix2rep.segmenter import Segmenter, load_backbone
 
 
 def _backbone_dict() -> dict:

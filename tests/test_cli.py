@@ -86,9 +86,19 @@ def test_measure_ed_es_pair(case, tmp_path, capsys):
     vol4 = ph.frame(0).to_volume("labels")
     ed = write_nifti(tmp_path / "ed_seg.nii.gz", ph.labels[0], vol4, kind="labels")
     es = write_nifti(tmp_path / "es_seg.nii.gz", ph.labels[ph.es_frame], vol4, kind="labels")
+    assert main(["measure", ed, es, "--json"]) == 0
+    out = capsys.readouterr()
+    m = json.loads(out.out)
+    assert m["ed"] == ed and 20 < m["measures"]["LV_EF"] < 90 and out.err == ""
+    # the other order is taken as given (like the dock's ED / ES choice), with a note
     assert main(["measure", es, ed, "--json"]) == 0
-    m = json.loads(capsys.readouterr().out)
-    assert m["ed"] == ed and 20 < m["measures"]["LV_EF"] < 90
+    out = capsys.readouterr()
+    m = json.loads(out.out)
+    assert m["ed"] == es and m["measures"]["LV_EF"] < 0
+    assert out.err.strip() == (
+        "pix2rep measure: note: the ES segmentation has a larger LV than the ED one: "
+        "check the order (ED first)."
+    )
 
 
 def test_pretrain_cli_and_resume(tmp_path, capsys):
@@ -304,7 +314,7 @@ def _one_line_error(capsys) -> str:
 def tiny_segmenter(tmp_path):
     """An untrained ``tiny`` segmenter file (these tests never get as far as using it)."""
     from napari_pix2rep.nets.unet import UNet, preset
-    from napari_pix2rep.segment import Segmenter
+    from napari_pix2rep.segmenter import Segmenter
 
     return Segmenter(UNet(preset("tiny"))).save(tmp_path / "seg.pt")
 
@@ -400,7 +410,7 @@ def test_out_of_memory_in_a_command_is_one_sentence(
 ):
     import napari_pix2rep.predict
 
-    monkeypatch.setattr(napari_pix2rep.predict, "predict_volume", fail)
+    monkeypatch.setattr(napari_pix2rep.predict, "predict_iter", fail)
     argv = ["predict", "--model", str(tiny_segmenter), case["image"]]
     assert main([*argv, "--out-dir", str(tmp_path / "o")]) == 2
     err = _one_line_error(capsys)
@@ -444,4 +454,12 @@ def test_train_reads_the_background_only_sidecar(case, tiny_backbone, tmp_path, 
     assert main(argv) == 2
     err = _one_line_error(capsys)
     assert "heart_labels.slices.json was written for a grid [8, 50, 96]" in err, err
+    assert not out.exists()
+
+
+def test_train_classes_are_parsed_with_the_duplicate_check(case, tmp_path, capsys):
+    out = tmp_path / "s.pt"
+    argv = ["train", "--image", case["image"], "--labels", case["labels"], "--out", str(out)]
+    assert main([*argv, "--classes", "background,LV,lv"]) == 2
+    assert _one_line_error(capsys) == "pix2rep train: error: The class 'lv' is listed twice."
     assert not out.exists()

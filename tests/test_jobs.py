@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pix2rep.jobs import JobProgress, cpu_threads, pretrain_job, segment_job
+from napari_pix2rep.jobs import cpu_threads, pretrain_job, segment_job
 from napari_pix2rep.nifti_write import write_nifti
 from napari_pix2rep.phantom import make_phantom
 from napari_pix2rep.predict import predict_volume
+from napari_pix2rep.progress import Progress
 
 TINY = {"preset": "tiny", "crop": 64, "batch_size": 4, "checkpoint_every": 10_000}
 
@@ -77,7 +78,7 @@ def test_pretrain_job_reads_folders_skips_labels_and_stops(tmp_path):
     loading = [p for p in seen if p.stage == "loading"]
     assert loading[-1].step == loading[-1].total == 2  # the layer and a.nii.gz, not a_gt
     assert "1 file (skipped: 1 label file named *_gt" in loading[0].message  # as the CLI
-    assert all(isinstance(p, JobProgress) for p in seen)
+    assert all(isinstance(p, Progress) for p in seen)
     steps = [p for p in seen if p.stage == "pretrain"]
     assert steps[-1].step == 3 and steps[-1].loss is not None and steps[-1].eta_s >= 0
     assert result.cancelled and result.steps_done == 3 and result.path == out
@@ -123,7 +124,7 @@ def test_segment_job_trains_predicts_and_reuses(quick_backbone):
             str(quick_backbone),
             [(ph.image, ph.spacing, labels)],
             (ph.image, ph.spacing),
-            {"probe_steps": 5},
+            config={"probe_steps": 5},
             device="cpu",
         )
     )
@@ -134,9 +135,9 @@ def test_segment_job_trains_predicts_and_reuses(quick_backbone):
     # predict only, on a 4D image: frame by frame equals one whole-volume call
     cine = make_phantom(n_slices=3, size=(64, 64), n_frames=3, seed=6)
     seen, again = drive(
-        segment_job(result.segmenter, [], (cine.image, cine.spacing), None, "cpu", train=False)
+        segment_job(result.segmenter, [], (cine.image, cine.spacing), device="cpu", train=False)
     )
-    assert [p.step for p in seen] == [1, 2, 3] and not again.trained
+    assert [p.step for p in seen] == [0, 1, 2, 3] and not again.trained
     whole = predict_volume(result.segmenter, cine.image, cine.spacing, device="cpu")
     np.testing.assert_array_equal(again.prediction.labels, whole.labels)
     assert again.prediction.probabilities.shape == whole.probabilities.shape
@@ -155,7 +156,7 @@ def test_segment_job_stops_between_steps(quick_backbone):
             str(quick_backbone),
             [(ph.image, ph.spacing, labels)],
             (ph.image, ph.spacing),
-            {"probe_steps": 1000},
+            config={"probe_steps": 1000},
             device="cpu",
             should_stop=stop.check,
         ),
@@ -177,3 +178,60 @@ def test_pretrain_job_reads_dicom_series_in_a_folder(tmp_path):
     loading = [p for p in seen if p.stage == "loading"]
     assert loading[-1].total == 1 and result.steps_done == 1 and out.is_file()
     assert torch.load(out, weights_only=True)["meta"]["data"][0].startswith(str(tmp_path))
+
+
+def test_a_segment_reads_the_model_file_once(quick_backbone, tmp_path, monkeypatch):
+    from napari_pix2rep.jobs import predict_job, train_job
+
+    ph = make_phantom(n_slices=3, size=(48, 48), seed=4)
+    labels = np.zeros_like(ph.labels)
+    labels[1] = ph.labels[1]
+    pair = [(ph.image, ph.spacing, labels)]
+    seg_file = tmp_path / "seg.pt"
+    _, trained = drive(
+        segment_job(
+            str(quick_backbone),
+            pair,
+            (ph.image, ph.spacing),
+            config={"probe_steps": 1},
+            device="cpu",
+            propagate=False,
+        )
+    )
+    trained.segmenter.save(seg_file)
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    for model in (quick_backbone, seg_file):  # a backbone, and a segmenter's backbone
+        loads.clear()
+        _, result = drive(
+            segment_job(
+                str(model),
+                pair,
+                (ph.image, ph.spacing),
+                config={"probe_steps": 1},
+                device="cpu",
+                propagate=False,
+            )
+        )
+        assert result.prediction is not None and len(loads) == 1, loads
+    loads.clear()
+    _, result = drive(segment_job(str(seg_file), [], (ph.image, ph.spacing), train=False))
+    assert result.prediction is not None and loads == [seg_file]
+    loads.clear()
+    _, result = drive(predict_job(str(seg_file), (ph.image, ph.spacing), device="cpu"))
+    assert result.prediction is not None and loads == [seg_file]
+
+    # training from a segmenter learns the classes asked for, from its backbone
+    loads.clear()
+    binary = (labels > 0).astype(np.uint8)
+    _, result = drive(
+        train_job(
+            str(seg_file),
+            [(ph.image, ph.spacing, binary)],
+            config={"classes": ("background", "heart"), "probe_steps": 1},
+            device="cpu",
+        )
+    )
+    assert result.segmenter.classes == ("background", "heart") and len(loads) == 1
+    assert result.prediction is None and not result.cancelled

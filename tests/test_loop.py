@@ -44,7 +44,7 @@ def backbone(tmp_path_factory):
 
     from napari_pix2rep.checkpoint import BACKBONE, atomic_torch_save
     from napari_pix2rep.nets.unet import UNet, preset
-    from napari_pix2rep.segment import Segmenter
+    from napari_pix2rep.segmenter import Segmenter
 
     root = tmp_path_factory.mktemp("loop")
     obj = torch.load(Segmenter(UNet(preset("tiny"))).save(root / "s.pt"), weights_only=True)
@@ -138,7 +138,7 @@ def test_segment_job_predicts_on_the_painted_heart_and_carries_to_es(backbone):
             str(backbone),
             [(ed, spacing, labels)],
             (es, spacing),
-            {"probe_steps": 3},
+            config={"probe_steps": 3},
             device="cpu",
             names=["ED"],
             background=[{3}],
@@ -174,7 +174,7 @@ def test_segment_job_cine_carries_to_the_es_frame_and_uses_motion(backbone):
             str(backbone),
             [(ph.image, ph.spacing, labels)],
             (ph.image, ph.spacing),
-            {"probe_steps": 3},
+            config={"probe_steps": 3},
             device="cpu",
             own=0,
         )

@@ -45,7 +45,7 @@ def files(tmp_path_factory):
     from napari_pix2rep.nets.unet import UNet, preset
     from napari_pix2rep.preprocess import PreprocessConfig
     from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
-    from napari_pix2rep.segment import Segmenter
+    from napari_pix2rep.segmenter import Segmenter
     from napari_pix2rep.slices import SliceBank
 
     root = tmp_path_factory.mktemp("lost")
@@ -188,16 +188,29 @@ def _terminate_self() -> None:
 
 
 def test_sigterm_stops_train_without_a_file(files, tmp_path, monkeypatch, capsys, sigterm_guard):
-    import napari_pix2rep.segment as segment
+    import napari_pix2rep.training as training
+    from napari_pix2rep.progress import Progress
 
-    def train_then_terminated(*args, **kwargs):
-        _terminate_self()
+    closed = []
+
+    def steps_then_terminated(*args, **kwargs):
+        try:
+            for step in range(1, 1000):
+                if step == 2:
+                    os.kill(os.getpid(), signal.SIGTERM)  # mid-step: the step ends first
+                    time.sleep(0.2)
+                yield Progress("probe", step, 1000)
+        finally:
+            closed.append(step)
         raise AssertionError("SIGTERM did not stop training")
 
-    monkeypatch.setattr(segment, "train_segmenter", train_then_terminated)
+    monkeypatch.setattr(training, "train_segmenter_iter", steps_then_terminated)
     out = tmp_path / "seg.pt"
     assert main(train_args(files, out)) == 130
-    assert "interrupted; files already saved are intact" in one_line_error(capsys)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("Stopping after this step"), lines
+    assert lines[-1] == "pix2rep train: interrupted; files already saved are intact."
+    assert closed == [2]  # stopped at the boundary after the step the signal came in
     assert not out.exists() and temps(tmp_path) == []
     assert signal.getsignal(signal.SIGTERM).__name__ == "guard"  # handler restored
 
@@ -416,17 +429,20 @@ def test_pretrain_cli_skips_label_files_and_says_so(data, tmp_path, capsys):
 def test_outputs_are_checked_before_any_work(
     command, where, files, data, tmp_path, monkeypatch, capsys
 ):
+    import napari_pix2rep.images as images
+    import napari_pix2rep.jobs as jobs
     import napari_pix2rep.pretrain as pretrain
-    import napari_pix2rep.segment as segment
-    import napari_pix2rep.slices as slices
+    import napari_pix2rep.segmenter as segmenter
+    import napari_pix2rep.training as training
 
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the output was checked")
 
-    monkeypatch.setattr(segment, "train_segmenter", no_work)
-    monkeypatch.setattr(slices.SliceBank, "from_files", no_work)
+    monkeypatch.setattr(training, "train_segmenter_iter", no_work)
+    monkeypatch.setattr(images, "read_image", no_work)
     monkeypatch.setattr(pretrain, "Pretrainer", no_work)
-    monkeypatch.setattr(segment.Segmenter, "from_file", no_work)
+    monkeypatch.setattr(segmenter.Segmenter, "from_file", no_work)
+    monkeypatch.setattr(jobs, "load_model_source", no_work)
     (tmp_path / "a_file").write_bytes(b"")
     if command == "predict":
         target = tmp_path / "a_file" if where == "folder" else tmp_path / "a_file" / "out"

@@ -5,7 +5,7 @@ import torch
 from napari_pix2rep.nets.unet import UNet, preset
 from napari_pix2rep.predict import largest_component, predict_volume
 from napari_pix2rep.preprocess import PreprocessConfig
-from napari_pix2rep.segment import Segmenter
+from napari_pix2rep.segmenter import Segmenter
 
 
 @pytest.fixture(scope="module")

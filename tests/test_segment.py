@@ -10,7 +10,8 @@ from napari_pix2rep.metrics import dice_per_class
 from napari_pix2rep.nets.unet import UNet, preset
 from napari_pix2rep.predict import predict_volume
 from napari_pix2rep.preprocess import PreprocessConfig
-from napari_pix2rep.segment import Segmenter, TrainConfig, load_backbone, train_segmenter
+from napari_pix2rep.segmenter import Segmenter, load_backbone
+from napari_pix2rep.training import TrainConfig, train_segmenter
 
 
 def _two_slices(labels, slices=(2, 5)):
@@ -169,7 +170,7 @@ def test_annotation_errors_surface(tiny_backbone_file, phantom3d):
 def test_the_last_probe_step_is_reported_with_the_head_fitted(phantom3d):
     """Progress consumers (the convergence benchmark, the dock) see a usable head then."""
     from napari_pix2rep.annotations import collect_annotations
-    from napari_pix2rep.segment import fit_linear_probe_iter, training_slices
+    from napari_pix2rep.probe import fit_linear_probe_iter, training_slices
 
     torch.manual_seed(0)
     seg = Segmenter(UNet(preset("tiny")), TrainConfig().classes, PreprocessConfig())

@@ -32,15 +32,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..choices import DOCK_LOSSES, PRESET_NAMES
+from ..datafiles import LABEL_NAMES
+from ..progress import format_duration
 from . import layers as L
-from .common import Links, fmt_seconds, notify_error, notify_info
+from .common import Links, notify_error, notify_info
 from .loss_plot import LossPlot
 from .model_box import ModelBox
 from .runner import JobRunner
 from .settings import Settings
-
-PRESETS = ("small", "paper", "tiny")
-LOSSES = ("infonce", "barlow")
 
 
 def default_output() -> str:
@@ -92,7 +92,9 @@ class PretrainPanel(QWidget):
         folder_row.addWidget(self.folder_edit)
         folder_row.addWidget(self.folder_button)
         self.exclude_edit = QLineEdit(settings.get("pretrain/exclude", ""))
-        self.exclude_edit.setToolTip("More file-name patterns to skip (label files are always)")
+        self.exclude_edit.setToolTip(
+            f"More file-name patterns to skip (label files, {LABEL_NAMES}, always are)"
+        )
         dl.addWidget(QLabel("Open images"))
         dl.addWidget(self.layer_list)
         dl.addLayout(folder_row)
@@ -105,13 +107,13 @@ class PretrainPanel(QWidget):
         run_box = QGroupBox("Run")
         form = QFormLayout(run_box)
         self.preset_combo = QComboBox()
-        self.preset_combo.addItems(PRESETS)
+        self.preset_combo.addItems(PRESET_NAMES)
         self.preset_combo.setCurrentText(settings.get("pretrain/preset", "small"))
         self.preset_combo.setToolTip(
             "small: CPU-friendly (default); paper: the authors' network (GPU); tiny: tests"
         )
         self.loss_combo = QComboBox()
-        self.loss_combo.addItems(LOSSES)
+        self.loss_combo.addItems(DOCK_LOSSES)
         self.loss_combo.setCurrentText(settings.get("pretrain/loss", "infonce"))
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 10_000_000)
@@ -357,10 +359,13 @@ class PretrainPanel(QWidget):
         if p.stage == "loading":
             self.status.setText(f"Preparing data {p.step}/{p.total} {p.message}")
             return
+        if p.stage != "pretrain":  # "note" (a stale lock taken over), "start" (the run)
+            self.status.setText(p.message)
+            return
         self.plot.extend(losses)
         rate = f" · {p.rate:.1f} slices/s" if p.rate else ""
         self.status.setText(
-            f"Step {p.step}/{p.total} · loss {p.loss:.3f}{rate} · ETA {fmt_seconds(p.eta_s)}"
+            f"Step {p.step}/{p.total} · loss {p.loss:.3f}{rate} · ETA {format_duration(p.eta_s)}"
         )
 
     def _on_failed(self, message: str) -> None:
@@ -377,7 +382,7 @@ class PretrainPanel(QWidget):
         self.model_box.set_pretrained(path)
         ran = (
             f"at step {result.steps_done}/{result.steps_total} "
-            f"({fmt_seconds(result.seconds)}); saved {Path(path).name}"
+            f"({format_duration(result.seconds)}); saved {Path(path).name}"
         )
         if result.cancelled:  # ended early: the user decides whether to switch
             self.status.setText(

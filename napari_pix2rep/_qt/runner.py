@@ -38,7 +38,7 @@ def _import_job_modules() -> None:
     try:
         import torch
 
-        from .. import jobs, predict, pretrain, segment  # noqa: F401
+        from .. import jobs, predict, pretrain, training  # noqa: F401
 
         # the first optimiser imports torch._dynamo: a long, GIL-heavy import
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])

@@ -533,10 +533,10 @@ class SegmentPanel(QWidget):
             model,
             train,
             (np.asarray(image.data), L.spacing(image)),
-            cfg,
-            self.model_box.device,
-            names,
-            True,
+            config=cfg,
+            device=self.model_box.device,
+            names=names,
+            train=True,
             **self._job_inputs(image, pairs),
         )
         return True
@@ -563,10 +563,8 @@ class SegmentPanel(QWidget):
             model,
             [(np.asarray(img.data), L.spacing(img), np.asarray(ann.data)) for img, ann in pairs],
             (np.asarray(image.data), L.spacing(image)),
-            None,
-            self.model_box.device,
-            None,
-            False,
+            device=self.model_box.device,
+            train=False,
             **self._job_inputs(image, pairs),
         )
         return True

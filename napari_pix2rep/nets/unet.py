@@ -91,15 +91,16 @@ class UNetConfig:
         return cls(**d)
 
 
+#: The presets, by the names of :data:`napari_pix2rep.choices.PRESET_NAMES`.
 PRESETS: dict[str, UNetConfig] = {
-    "tiny": UNetConfig(base_channels=8, depth=3, max_channels=64, out_channels=16, hypercolumn=1),
     "small": UNetConfig(hypercolumn=2),
     "paper": UNetConfig(base_channels=64, depth=5, max_channels=2048, out_channels=1024),
+    "tiny": UNetConfig(base_channels=8, depth=3, max_channels=64, out_channels=16, hypercolumn=1),
 }
 
 
 def preset(name: str) -> UNetConfig:
-    """The named preset ("small" or "paper")."""
+    """The named preset (:data:`napari_pix2rep.choices.PRESET_NAMES`)."""
     try:
         return PRESETS[name]
     except KeyError:

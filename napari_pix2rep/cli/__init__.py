@@ -1,0 +1,70 @@
+"""The ``pix2rep`` console script (the contract of DESIGN.md).
+
+Every command is a thin layer over the library: ``pretrain``, ``train`` and ``predict``
+drive the jobs the dock drives (:mod:`napari_pix2rep.jobs`), with Ctrl-C and SIGTERM as
+their stop signal. Heavy modules are imported inside the command so that
+``pix2rep --help`` is instant. Errors print one sentence to stderr and exit non-zero;
+files are only ever replaced atomically. One module per command group:
+:mod:`.pretrain`, :mod:`.segmentation` (train, predict), :mod:`.measure` (evaluate,
+measure), :mod:`.convert` (convert, gui); :mod:`.common` holds what they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .common import EXIT_ERROR, EXIT_INTERRUPTED, CliError
+from .convert import add_convert, add_gui
+from .measure import add_evaluate, add_measure
+from .pretrain import add_pretrain
+from .segmentation import add_predict, add_train
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pix2rep",
+        description="Few-shot cardiac MRI segmentation from Pix2Rep representations.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        add_pretrain,
+        add_train,
+        add_predict,
+        add_evaluate,
+        add_measure,
+        add_gui,
+        add_convert,
+    ):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, ValueError, FileNotFoundError, FloatingPointError, OSError) as e:
+        print(f"pix2rep {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except (RuntimeError, MemoryError) as e:  # out of memory, or torch refusing an input
+        from ..errors import error_message, out_of_memory
+
+        oom = out_of_memory(e)
+        text = (
+            f"the computer {oom}: try a smaller --batch-size, --device cpu, or fewer or "
+            "smaller images."
+            if oom
+            else error_message(e)
+        )
+        print(f"pix2rep {args.command}: error: {text}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(
+            f"pix2rep {args.command}: interrupted; files already saved are intact.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED

@@ -1,0 +1,7 @@
+"""``python -m napari_pix2rep.cli ...``: the ``pix2rep`` console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,107 @@
+"""What every ``pix2rep`` command shares: errors, exit codes, signals, repeated options.
+
+Ctrl-C and SIGTERM while a job runs (:meth:`StopOnSignal.run`) ask it to stop at the next
+step boundary (a second one aborts at once); outside a job (reading, writing) SIGTERM
+interrupts like Ctrl-C (:func:`sigterm_interrupts`). Either way the command exits 130,
+its temporary files removed and the files already saved intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import signal
+import sys
+import threading
+from collections.abc import Callable, Generator
+from typing import TypeVar
+
+from ..progress import Progress, run_to_end
+
+T = TypeVar("T")
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class CliError(Exception):
+    """An error whose message is shown to the user as is."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the command stops where it is, its temporary files are
+    removed, files already saved stay intact, and it exits 130 with a sentence."""
+
+
+def sigterm_interrupts(cmd: Callable[[argparse.Namespace], int]):
+    """Run a command with SIGTERM raising :class:`Terminated` (the default would kill the
+    process on the spot); the previous handler is restored afterwards."""
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            return cmd(args)
+
+        def handle(signum, frame) -> None:
+            raise Terminated
+
+        previous = signal.signal(signal.SIGTERM, handle)
+        try:
+            return cmd(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return run
+
+
+class StopOnSignal:
+    """The ``should_stop`` of a job the CLI runs: True once Ctrl-C or SIGTERM came.
+
+    The first signal asks the job to stop at the next step boundary; a second aborts at
+    once (:class:`KeyboardInterrupt`, or :class:`Terminated` for SIGTERM).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.requested = True
+        print("\nStopping after this step (Ctrl-C again to abort at once)...", file=sys.stderr)
+
+    def run(
+        self,
+        job: Generator[Progress, None, T],
+        report: Callable[[Progress], None] | None = None,
+    ) -> T:
+        """Drive ``job`` to its end (``report`` sees each step) with the signals asking it
+        to stop; the previous handlers are restored afterwards."""
+        if threading.current_thread() is not threading.main_thread():
+            return run_to_end(job, report)
+        previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        try:
+            return run_to_end(job, report)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+# -- options several commands take ---------------------------------------------------------
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=DEVICES)
+
+
+def add_json(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    p.add_argument("--json", action="store_true", help=help)
+
+
+def add_seed(p: argparse.ArgumentParser, default: int | None, help: str | None = None) -> None:
+    p.add_argument("--seed", type=int, default=default, help=help)

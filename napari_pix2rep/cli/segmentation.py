@@ -1,0 +1,255 @@
+"""``pix2rep train`` and ``pix2rep predict``: the dock's training and prediction jobs
+(:func:`jobs.train_job`, :func:`jobs.predict_job`) on files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Sequence
+
+from ..classes import DEFAULT_CLASSES
+from ..progress import Progress
+from .common import CliError, StopOnSignal, add_device, add_seed, sigterm_interrupts
+
+
+class Stopped(KeyboardInterrupt):
+    """A job stopped by Ctrl-C or SIGTERM at a step boundary: exit 130, nothing written."""
+
+
+# -- train -------------------------------------------------------------------------------
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="Train a segmenter from annotated slices.")
+    p.add_argument("--image", action="append", required=True, metavar="IMG")
+    p.add_argument(
+        "--labels",
+        action="append",
+        required=True,
+        metavar="LAB",
+        help="Labels on the image's grid; one --labels per --image. Its LAB.slices.json "
+        "sidecar, when there is one, lists background-only slices (docs/annotations.md).",
+    )
+    p.add_argument("--out", required=True, metavar="SEG.pt")
+    p.add_argument(
+        "--model",
+        metavar="BACKBONE.pt",
+        help="Pretrained backbone (default: the shipped one), or a segmenter whose backbone "
+        "to start from (the --classes are learnt anew).",
+    )
+    p.add_argument("--mode", choices=("linear", "finetune"), default="linear")
+    add_device(p)
+    add_seed(p, 0)
+    p.add_argument(
+        "--steps", type=int, default=None, help="Optimisation steps (probe: 300, fine-tune: 300)."
+    )
+    p.add_argument(
+        "--classes",
+        default=",".join(DEFAULT_CLASSES),
+        help="Comma-separated class names, background first.",
+    )
+    p.add_argument(
+        "--sparse",
+        type=int,
+        default=None,
+        metavar="BACKGROUND_VALUE",
+        help="Scribble mode: 0 is unknown and this value means background.",
+    )
+    p.add_argument(
+        "--local-contrast",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="Fine-tune only: first this many steps of supervised local "
+        "contrastive training (Hu et al. 2021).",
+    )
+    p.set_defaults(func=cmd_train)
+
+
+def load_pair(image_path: str, labels_path: str):
+    """The image and its labels, checked to be on one grid."""
+    import numpy as np
+
+    from ..images import read_image
+
+    image = read_image(image_path, kind="image")
+    labels = read_image(labels_path, kind="labels")
+    if labels.shape != image.shape:
+        raise CliError(
+            f"{labels_path}: the labels {labels.shape} are not on the grid of "
+            f"{image_path} {image.shape}."
+        )
+    if not np.allclose(labels.spacing, image.spacing, rtol=1e-3) or not np.allclose(
+        labels.affine, image.affine, atol=1e-3
+    ):
+        raise CliError(
+            f"{labels_path}: the labels have another voxel spacing or position than "
+            f"{image_path}; they must be on the image grid."
+        )
+    return image, labels
+
+
+def background_slices(labels_path: str, labels) -> set[int]:
+    """The background-only slices of ``labels_path``'s sidecar, said when there are any."""
+    from ..annotations import read_background_slices, sidecar_path
+
+    flat = read_background_slices(labels_path, tuple(labels.data.shape))
+    if flat:
+        print(f"{len(flat)} background-only slices from {sidecar_path(labels_path).name}")
+    return flat
+
+
+@sigterm_interrupts
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..checkpoint import default_backbone_path
+    from ..classes import parse_classes
+    from ..jobs import train_job
+    from ..outputs import check_output_file
+
+    if len(args.image) != len(args.labels):
+        raise CliError("Give one --labels for every --image.")
+    check_output_file(args.out)
+    classes = parse_classes(args.classes)
+    pairs = [load_pair(i, lab) for i, lab in zip(args.image, args.labels)]
+    background = [background_slices(path, lab) for path, (_, lab) in zip(args.labels, pairs)]
+    config = {
+        "mode": args.mode,
+        "classes": classes,
+        "annotation_mode": "sparse" if args.sparse is not None else "full",
+        "background_value": args.sparse,
+        "seed": args.seed,
+        "local_contrast_steps": args.local_contrast,
+        **({"probe_steps": args.steps, "ft_steps": args.steps} if args.steps else {}),
+    }
+    t0 = time.perf_counter()
+    last = {"stage": None}
+
+    def report(p: Progress) -> None:
+        if p.stage != last["stage"] or p.step == p.total or p.step % 50 == 0:
+            loss = f"  loss {p.loss:.4f}" if p.loss is not None else ""
+            extra = f"  {p.message}" if p.message else ""
+            print(f"{p.stage} {p.step}/{p.total}{loss}{extra}", flush=True)
+            last["stage"] = p.stage
+
+    stop = StopOnSignal()
+    job = train_job(
+        str(args.model or default_backbone_path()),
+        [(img.data, img.spacing, lab.data) for img, lab in pairs],
+        config=config,
+        device=args.device,
+        names=[img.name for img, _ in pairs],
+        background=background,
+        should_stop=stop,
+        keep_free=None,
+    )
+    result = stop.run(job, report)
+    if result.cancelled:
+        raise Stopped
+    seg = result.segmenter
+    seg.meta["model_source"] = str(args.model or "shipped")
+    seg.save(args.out)
+    n = len(seg.meta["annotated_slices"])
+    print(
+        f"Saved {args.out}: {args.mode} segmenter from {n} annotated slices "
+        f"in {time.perf_counter() - t0:.1f} s."
+    )
+    return 0
+
+
+# -- predict -----------------------------------------------------------------------------
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="Segment volumes with a trained segmenter.")
+    p.add_argument("--model", required=True, metavar="SEG.pt")
+    p.add_argument("images", nargs="+", metavar="IMG")
+    p.add_argument("--out-dir", required=True, metavar="DIR")
+    add_device(p)
+    p.add_argument(
+        "--cleanup",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Keep the largest 3D component per class (default: on).",
+    )
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="Also write <name>_uncertainty.nii.gz (1 - max probability).",
+    )
+    p.set_defaults(func=cmd_predict)
+
+
+def predict_targets(images: Sequence[str], out_dir, uncertainty: bool) -> dict[str, tuple]:
+    """``{image: (seg path, uncertainty path or None)}`` in ``out_dir``, the same image given
+    twice taken once; :class:`CliError` when two images would write the same file
+    (names compared ignoring case) or an output would replace an input."""
+    from pathlib import Path
+
+    from ..images import image_stem
+
+    inputs = {}
+    for image in images:
+        inputs.setdefault(os.path.realpath(image), image)
+    targets, by_name = {}, {}
+    for image in inputs.values():
+        stem = image_stem(image)
+        targets[image] = (
+            Path(out_dir) / f"{stem}_seg.nii.gz",
+            Path(out_dir) / f"{stem}_uncertainty.nii.gz" if uncertainty else None,
+        )
+        by_name.setdefault(stem.casefold(), []).append(image)
+    clashes = [names for names in by_name.values() if len(names) > 1]
+    if clashes:
+        what = "; ".join(
+            f"{' and '.join(names)} would {'both' if len(names) == 2 else 'all'} be "
+            f"written to {targets[names[0]][0]}"
+            for names in clashes
+        )
+        raise CliError(
+            f"Two inputs have the same name: {what}; rename one or predict them into "
+            "separate --out-dir folders."
+        )
+    for image, outs in targets.items():
+        for out in outs:
+            if out is not None and os.path.realpath(out) in inputs:
+                raise CliError(
+                    f"{out} is an input and also the output for {image}; choose another --out-dir."
+                )
+    return targets
+
+
+@sigterm_interrupts
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..images import read_image
+    from ..jobs import predict_job
+    from ..nifti_write import write_nifti
+    from ..outputs import check_output_dir
+    from ..segmenter import Segmenter
+
+    created = not os.path.lexists(os.path.expanduser(args.out_dir))
+    out_dir = check_output_dir(args.out_dir)
+    try:
+        targets = predict_targets(args.images, out_dir, args.uncertainty)
+        seg = Segmenter.from_file(args.model)  # read once, for every image
+        stop = StopOnSignal()
+        for path, (target, unc_target) in targets.items():
+            t0 = time.perf_counter()
+            vol = read_image(path, kind="image")  # a DICOM series: patient_description
+            job = predict_job(
+                seg,
+                (vol.data, vol.spacing),
+                device=args.device,
+                cleanup=args.cleanup,
+                should_stop=stop,
+                keep_free=None,
+            )
+            result = stop.run(job)
+            if result.cancelled:
+                raise Stopped
+            pred = result.prediction
+            write_nifti(target, pred.labels, vol, kind="labels")
+            if unc_target is not None:
+                write_nifti(unc_target, pred.uncertainty(), vol, kind="image")
+            print(f"{path} -> {target} ({time.perf_counter() - t0:.2f} s)", flush=True)
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a folder made for outputs that never came is not left behind
+        raise
+    return 0

@@ -1,0 +1,145 @@
+"""Training a segmenter from annotations: the settings and the run.
+
+:func:`train_segmenter_iter` collects the annotated slices
+(:mod:`napari_pix2rep.annotations`), prepares them (:func:`napari_pix2rep.probe.training_slices`)
+and fits a linear probe (:mod:`napari_pix2rep.probe`) or fine-tunes
+(:mod:`napari_pix2rep.finetune`); it is a generator yielding
+:class:`~napari_pix2rep.progress.Progress` after every step (close it to stop between
+steps) and returning the trained :class:`~napari_pix2rep.segmenter.Segmenter`.
+:func:`train_segmenter` runs it to the end for scripts.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Collection, Generator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .annotations import collect_annotations
+from .augment import FINETUNE_AUGMENT, AugmentConfig
+from .classes import DEFAULT_CLASSES
+from .device import release_memory, resolve_device
+from .finetune import fine_tune_iter
+from .nets.unet import UNet
+from .preprocess import PreprocessConfig
+from .probe import fit_linear_probe_iter, training_slices
+from .progress import Progress, run_to_end
+from .segmenter import Segmenter
+
+
+@dataclass
+class TrainConfig:
+    """How a segmenter is trained from annotations."""
+
+    mode: str = "linear"  # "linear" or "finetune"
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    annotation_mode: str = "full"
+    background_value: int | None = None
+    seed: int = 0
+    # linear probe
+    probe_steps: int = 300
+    probe_lr: float = 1e-2
+    probe_max_pixels: int = 100_000
+    probe_balance: float = 0.5  # class weights ~ frequency ** -probe_balance
+    # fine-tuning
+    ft_steps: int = 300
+    lr_backbone: float = 5e-5
+    lr_head: float = 1e-2
+    batch_size: int = 8
+    crop: int = 128  # fine-tuning window (model-grid pixels); smaller images use their size
+    freeze_bn: bool = True
+    min_slices_for_val: int = 6
+    val_fraction: float = 0.2
+    eval_every: int = 25
+    patience: int = 4
+    augment: AugmentConfig = field(default_factory=lambda: FINETUNE_AUGMENT)
+    # supervised local contrastive stage before fine-tuning (0 = off)
+    local_contrast_steps: int = 0
+    local_contrast_lr: float = 1e-4
+    local_contrast_temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("linear", "finetune"):
+            raise ValueError(f"Unknown mode {self.mode!r}: use 'linear' or 'finetune'.")
+        self.classes = tuple(self.classes)
+        if len(self.classes) < 2:
+            raise ValueError("At least two classes (background and one structure) are needed.")
+        if self.probe_steps < 1:
+            raise ValueError("The linear probe needs at least one step (probe_steps >= 1).")
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["classes"] = list(self.classes)
+        return d
+
+
+def train_segmenter_iter(
+    backbone: UNet | Segmenter,
+    preprocess: PreprocessConfig,
+    images: Sequence[tuple[np.ndarray, Sequence[float]]],
+    labels: Sequence[np.ndarray],
+    cfg: TrainConfig | None = None,
+    device: str | torch.device = "auto",
+    names: Sequence[str] | None = None,
+    background_slices: Sequence[Collection[int]] | None = None,
+) -> Generator[Progress, None, Segmenter]:
+    """Train a segmenter from ``(image, spacing)`` pairs and their ``labels`` arrays.
+
+    ``background_slices``: per pair, flat indices of slices annotated as background only
+    (:mod:`napari_pix2rep.annotations`).
+
+    ``backbone`` is a pretrained :class:`UNet` (a copy is trained, the original is left
+    untouched) or an existing :class:`Segmenter` to continue from (e.g. after the user
+    corrected slices). Yields :class:`Progress`; returns the trained :class:`Segmenter`.
+    """
+    cfg = cfg or TrainConfig()
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    annotations = collect_annotations(
+        [(img, lab) for (img, _), lab in zip(images, labels)],
+        n_classes=len(cfg.classes),
+        mode=cfg.annotation_mode,
+        background_value=cfg.background_value,
+        names=list(names) if names else None,
+        background_slices=background_slices,
+    )
+    if isinstance(backbone, Segmenter):
+        if backbone.classes != cfg.classes:
+            raise ValueError("The segmenter's classes differ from the classes asked for.")
+        segmenter = copy.deepcopy(backbone)
+    else:
+        segmenter = Segmenter(copy.deepcopy(backbone), cfg.classes, preprocess)
+    segmenter.to(dev).to(memory_format=torch.channels_last)
+    t0 = time.perf_counter()
+    slices = training_slices(images, annotations, preprocess, segmenter.backbone.config.stride)
+    try:
+        if cfg.mode == "linear":
+            yield from fit_linear_probe_iter(segmenter, slices, cfg, dev)
+        else:
+            yield from fine_tune_iter(segmenter, slices, cfg, dev)
+    finally:
+        release_memory(dev)
+    segmenter.eval().cpu()
+    segmenter.meta.update(
+        {
+            "mode": cfg.mode,
+            "train_config": cfg.to_dict(),
+            "annotated_slices": [[s.image, s.index] for s in slices],
+            "train_seconds": round(time.perf_counter() - t0, 2),
+            "names": list(names) if names else [],
+        }
+    )
+    return segmenter
+
+
+def train_segmenter(
+    *args, progress: Callable[[Progress], None] | None = None, **kwargs
+) -> Segmenter:
+    """:func:`train_segmenter_iter` run to the end; returns the :class:`Segmenter`."""
+    return run_to_end(train_segmenter_iter(*args, **kwargs), progress)
