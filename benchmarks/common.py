@@ -23,12 +23,13 @@ from napari_pix2rep.acdc import GROUPS, Case, list_cases, split_validation
 from napari_pix2rep.checkpoint import default_backbone_path
 from napari_pix2rep.nets.unet import UNet
 from napari_pix2rep.preprocess import PreprocessConfig
-from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
+from napari_pix2rep.pretrain import Pretrainer
+from napari_pix2rep.pretrain_config import PretrainConfig
 from napari_pix2rep.progress import run_to_end
 from napari_pix2rep.protocols import CLASS_NAMES, LoadedCase
 from napari_pix2rep.segmenter import load_backbone
 from napari_pix2rep.slices import load_slices
-from napari_pix2rep.training import TrainConfig
+from napari_pix2rep.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

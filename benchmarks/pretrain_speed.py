@@ -31,7 +31,8 @@ def measure(preset_name: str, loss: str, device: str, steps: int, batch: int) ->
     """Median step and bare forward+backward times (s) and peak memory (MiB), in-process."""
     from napari_pix2rep.phantom import make_phantom
     from napari_pix2rep.preprocess import PreprocessConfig
-    from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
+    from napari_pix2rep.pretrain import Pretrainer
+    from napari_pix2rep.pretrain_config import PretrainConfig
     from napari_pix2rep.slices import SliceBank
 
     vols = [make_phantom(n_slices=10, size=(192, 192), seed=s) for s in range(3)]

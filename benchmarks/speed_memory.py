@@ -24,7 +24,8 @@ from common import cases_root, parser, pix2rep_backbone, table, write_results
 from pretrain_speed import run_isolated
 
 from napari_pix2rep.acdc import list_cases
-from napari_pix2rep.training import TrainConfig, train_segmenter
+from napari_pix2rep.train_config import TrainConfig
+from napari_pix2rep.training import train_segmenter
 
 
 def _peak_mib() -> float:

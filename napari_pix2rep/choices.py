@@ -9,7 +9,7 @@ from __future__ import annotations
 #: U-Net presets (:data:`napari_pix2rep.nets.unet.PRESETS`), the default first.
 PRESET_NAMES = ("small", "paper", "tiny")
 
-#: Pretraining losses (:class:`napari_pix2rep.pretrain.PretrainConfig`), the default first:
+#: Pretraining losses (:class:`napari_pix2rep.pretrain_config.PretrainConfig`), the default first:
 #: Pix2Rep InfoNCE, Pix2Rep Barlow Twins, and the image-level SimCLR baseline.
 LOSSES = ("infonce", "barlow", "simclr")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Generator, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,9 +25,7 @@ from .preprocess import centred_pads
 from .probe import TrainingSlice, fit_linear_probe_iter
 from .progress import Progress
 from .segmenter import Segmenter
-
-if TYPE_CHECKING:
-    from .training import TrainConfig
+from .train_config import TrainConfig
 
 
 def _crop_batch(

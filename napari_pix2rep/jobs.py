@@ -115,7 +115,7 @@ def pretrain_job(
     from .datafiles import find_training_images
     from .device import resolve_device
     from .outputs import OutputLock, check_output_file
-    from .pretrain import PretrainConfig
+    from .pretrain_config import PretrainConfig
 
     cfg = config if isinstance(config, PretrainConfig) else PretrainConfig(**(config or {}))
     check_output_file(out, "The output file")
@@ -231,7 +231,7 @@ def _train(
 
 
 def _train_config(config: Any) -> Any:
-    from .training import TrainConfig
+    from .train_config import TrainConfig
 
     return config if isinstance(config, TrainConfig) else TrainConfig(**(config or {}))
 

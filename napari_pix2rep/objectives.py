@@ -16,8 +16,6 @@ around it is :class:`napari_pix2rep.pretrain.Pretrainer`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
@@ -25,9 +23,7 @@ from . import augment
 from .losses.pixel_barlow import pixel_barlow
 from .losses.pixel_ntxent import pixel_ntxent
 from .nets.heads import ProjectionHead
-
-if TYPE_CHECKING:
-    from .pretrain import PretrainConfig
+from .pretrain_config import PretrainConfig
 
 
 class SimCLRObjective(nn.Module):

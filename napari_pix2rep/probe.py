@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,9 +22,7 @@ from .nets.unet import UNet
 from .preprocess import PreparedSlices, PreprocessConfig, prepare_volume, resample, unpad
 from .progress import Progress
 from .segmenter import Segmenter
-
-if TYPE_CHECKING:
-    from .training import TrainConfig
+from .train_config import TrainConfig
 
 
 @dataclass

@@ -37,7 +37,8 @@ from .nifti import Volume
 from .predict import DEFAULT_CLEANUP, predict_volume
 from .propagate import propagate_slices
 from .segmenter import Segmenter
-from .training import TrainConfig, train_segmenter
+from .train_config import TrainConfig
+from .training import train_segmenter
 
 CLASS_NAMES = STRUCTURES
 

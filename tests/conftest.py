@@ -76,7 +76,8 @@ def tiny_backbone_file(tmp_path_factory) -> Path:
 
     from napari_pix2rep.phantom import make_phantom
     from napari_pix2rep.preprocess import PreprocessConfig
-    from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
+    from napari_pix2rep.pretrain import Pretrainer
+    from napari_pix2rep.pretrain_config import PretrainConfig
     from napari_pix2rep.slices import SliceBank
 
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ from torch import nn
 from napari_pix2rep import augment
 from napari_pix2rep.augment import AugmentConfig
 from napari_pix2rep.objectives import Pix2RepObjective, sample_aligned_pixels
-from napari_pix2rep.pretrain import PretrainConfig
+from napari_pix2rep.pretrain_config import PretrainConfig
 
 
 def _smooth_images(n=4, size=32, seed=0):

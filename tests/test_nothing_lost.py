@@ -44,7 +44,8 @@ def files(tmp_path_factory):
     """Tiny image + annotation, a one-step backbone and an (untrained) segmenter file."""
     from napari_pix2rep.nets.unet import UNet, preset
     from napari_pix2rep.preprocess import PreprocessConfig
-    from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
+    from napari_pix2rep.pretrain import Pretrainer
+    from napari_pix2rep.pretrain_config import PretrainConfig
     from napari_pix2rep.segmenter import Segmenter
     from napari_pix2rep.slices import SliceBank
 
@@ -360,13 +361,12 @@ def test_resume_refuses_settings_that_change_the_run_and_honours_cadence(data, t
 def test_checkpoints_are_also_saved_by_time(tmp_path, monkeypatch):
     import napari_pix2rep.pretrain as pretrain
     from napari_pix2rep.preprocess import PreprocessConfig
+    from napari_pix2rep.pretrain_config import PretrainConfig
     from napari_pix2rep.slices import SliceBank
 
     ph = make_phantom(n_slices=2, size=(48, 48), seed=6)
     bank = SliceBank.from_arrays([(ph.image, ph.spacing)], PreprocessConfig())
-    cfg = pretrain.PretrainConfig(
-        preset="tiny", steps=5, batch_size=1, crop=32, checkpoint_every=1000
-    )
+    cfg = PretrainConfig(preset="tiny", steps=5, batch_size=1, crop=32, checkpoint_every=1000)
     assert cfg.checkpoint_minutes == 2.0  # the default
     saved_at = []
     real_save = pretrain.atomic_torch_save

@@ -16,7 +16,8 @@ from napari_pix2rep.checkpoint import (
 )
 from napari_pix2rep.phantom import make_phantom, write_phantom_dataset
 from napari_pix2rep.preprocess import PreprocessConfig
-from napari_pix2rep.pretrain import PretrainConfig, Pretrainer
+from napari_pix2rep.pretrain import Pretrainer
+from napari_pix2rep.pretrain_config import PretrainConfig
 from napari_pix2rep.slices import SliceBank
 
 
@@ -185,7 +186,7 @@ def test_the_shipped_backbone_loads():
 
 
 def test_resume_takes_the_trajectory_from_the_file_and_the_cadence_from_the_caller(bank, tmp_path):
-    from napari_pix2rep.pretrain import resume_conflicts
+    from napari_pix2rep.pretrain_config import resume_conflicts
 
     out = tmp_path / "r.pt"
     Pretrainer(bank, _cfg(steps=2, lr=1e-3), out=out, device="cpu").run()

@@ -100,7 +100,7 @@ def test_preset_and_loss_lists_have_one_home():
     from napari_pix2rep.choices import DOCK_LOSSES, LOSSES, PRESET_NAMES
     from napari_pix2rep.cli import build_parser
     from napari_pix2rep.nets.unet import PRESETS
-    from napari_pix2rep.pretrain import PretrainConfig
+    from napari_pix2rep.pretrain_config import PretrainConfig
 
     assert tuple(PRESETS) == PRESET_NAMES
     for loss in LOSSES:

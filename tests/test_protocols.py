@@ -52,7 +52,7 @@ def test_score_masks_the_given_slices():
 def test_annotation_loop_adds_the_worst_slice_each_round(cases, tiny_backbone_file):
     from napari_pix2rep.protocols import annotation_loop
     from napari_pix2rep.segmenter import load_backbone
-    from napari_pix2rep.training import TrainConfig
+    from napari_pix2rep.train_config import TrainConfig
 
     backbone, pre, _ = load_backbone(tiny_backbone_file)
     case = LoadedCase.load(cases[0])
@@ -71,7 +71,7 @@ def test_annotation_loop_adds_the_worst_slice_each_round(cases, tiny_backbone_fi
 def test_segment_phases_carries_ed_paint_to_es(cases, tiny_backbone_file, monkeypatch):
     import napari_pix2rep.protocols as protocols
     from napari_pix2rep.segmenter import load_backbone
-    from napari_pix2rep.training import TrainConfig
+    from napari_pix2rep.train_config import TrainConfig
 
     backbone, pre, _ = load_backbone(tiny_backbone_file)
     case = LoadedCase.load(cases[1])

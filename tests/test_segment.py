@@ -11,7 +11,8 @@ from napari_pix2rep.nets.unet import UNet, preset
 from napari_pix2rep.predict import predict_volume
 from napari_pix2rep.preprocess import PreprocessConfig
 from napari_pix2rep.segmenter import Segmenter, load_backbone
-from napari_pix2rep.training import TrainConfig, train_segmenter
+from napari_pix2rep.train_config import TrainConfig
+from napari_pix2rep.training import train_segmenter
 
 
 def _two_slices(labels, slices=(2, 5)):

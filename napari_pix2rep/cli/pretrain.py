@@ -90,7 +90,7 @@ def pretrain_config(args: argparse.Namespace):
     """The run's :class:`PretrainConfig`: the flags given over the defaults, or, with
     ``--resume``, the checkpoint's run with only its cadence and ``--steps`` changed."""
     from ..checkpoint import ModelFileError, load_model_file
-    from ..pretrain import RESUMABLE, TRAJECTORY, PretrainConfig, resume_conflicts
+    from ..pretrain_config import RESUMABLE, TRAJECTORY, PretrainConfig, resume_conflicts
 
     given = {name: getattr(args, name) for name in TRAJECTORY + RESUMABLE}
     if not args.resume:
