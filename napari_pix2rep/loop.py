@@ -17,12 +17,14 @@ torch.
 from __future__ import annotations
 
 from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .annotations import annotated_slice_summary
-from .jobs import JobProgress, StopCheck
+
+if TYPE_CHECKING:
+    from .jobs import JobProgress, StopCheck
 
 #: Annotation-layer metadata: the flat indices of its background-only slices.
 BACKGROUND_KEY = "pix2rep_background_slices"
@@ -226,6 +228,7 @@ def carry_iter(
     A 3D target gets the other phases' painted slices it has not annotated itself; a cine
     painted in frame f gets them in the frame most different from f.
     """
+    from .jobs import JobProgress
     from .preprocess import normalize_intensity
     from .propagate import carry_slice
 
