@@ -1,8 +1,12 @@
-"""A napari layer's NIfTI geometry: what the reader stores in ``metadata`` and reads back.
+"""What a napari layer's ``metadata`` holds for this plugin, read and written in one place.
 
-The one place that knows the layout of ``layer.metadata["pix2rep_nifti"]``: the raw
-header, extensions, affine, display-order spacing and source path a layer carries so a
-mask exported for it gets that image's header (:func:`napari_pix2rep.nifti_write.write_nifti`).
+- ``metadata["pix2rep_nifti"]`` (:data:`METADATA_KEY`): the raw header, extensions,
+  affine, display-order spacing and source path a layer carries so a mask exported for it
+  gets that image's header (:func:`napari_pix2rep.nifti_write.write_nifti`);
+- ``metadata["pix2rep"]`` (:data:`ROLE_KEY`): what the dock made a layer for -- its role
+  (annotation / segmentation / uncertainty), the image it belongs to, its classes --
+  and so which layers go together (:func:`linked_layer`; napari's plugin proxies are
+  compared through :func:`unwrap`).
 
 Imports neither Qt nor torch.
 """
@@ -10,7 +14,7 @@ Imports neither Qt nor torch.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import nibabel as nib
@@ -21,6 +25,10 @@ from .nifti import NiftiError, Volume, header_from_spacing, spacing_from_header
 
 #: Key of the NIfTI geometry inside a napari layer's ``metadata``.
 METADATA_KEY = "pix2rep_nifti"
+#: Key of what the dock made a layer for inside its ``metadata``.
+ROLE_KEY = "pix2rep"
+#: The roles of the layers the dock makes.
+ANNOTATION, SEGMENTATION, UNCERTAINTY = "annotation", "segmentation", "uncertainty"
 
 
 def volume_metadata(vol: Volume) -> dict[str, Any]:
@@ -119,3 +127,65 @@ def source_path(metadata: Mapping[str, Any] | None) -> str | None:
     """The file a layer was read from (stored by :func:`volume_metadata`), else None."""
     meta = nifti_meta(metadata) or {}
     return meta.get("source_path")
+
+
+def layer_affine(metadata: Mapping[str, Any] | None) -> list[list[float]] | None:
+    """The 4x4 voxel-to-world affine stored by :func:`volume_metadata`, else None."""
+    meta = nifti_meta(metadata) or {}
+    return meta.get("affine")
+
+
+def role(metadata: Mapping[str, Any] | None) -> str | None:
+    """What the dock made a layer for (:data:`ANNOTATION`, ...), None for other layers."""
+    return ((metadata or {}).get(ROLE_KEY) or {}).get("role")
+
+
+def linked_image(metadata: Mapping[str, Any] | None) -> str | None:
+    """The name of the image the dock made a layer for, else None."""
+    return ((metadata or {}).get(ROLE_KEY) or {}).get("image")
+
+
+def role_metadata(
+    image_metadata: Mapping[str, Any], which: str, image_name: str, classes: Sequence[str] | None
+) -> dict[str, Any]:
+    """Metadata for a new layer made for an image: a deep copy of the image's (so it is
+    saved with that header) plus its role, image name and (when given) classes."""
+    meta = copy_metadata(image_metadata)
+    meta[ROLE_KEY] = {"role": which, "image": image_name}
+    if classes is not None:
+        meta[ROLE_KEY]["classes"] = list(classes)
+    return meta
+
+
+def with_classes(metadata: Mapping[str, Any], classes: Sequence[str]) -> dict[str, Any] | None:
+    """The role entry of ``metadata`` with its class list replaced (None: not a dock layer)."""
+    info = dict(metadata.get(ROLE_KEY) or {})
+    if not info:
+        return None
+    info["classes"] = list(classes)
+    return info
+
+
+# -- layers that go together (napari layers or plain objects with name, data, metadata)
+def unwrap(obj: Any) -> Any:
+    """The object behind a napari plugin proxy (the object itself when not proxied)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def same(a: Any, b: Any) -> bool:
+    """True when ``a`` and ``b`` are the same layer (proxied or not)."""
+    return a is not None and b is not None and unwrap(a) is unwrap(b)
+
+
+def find_layer(layers: Iterable[Any], name: str | None) -> Any | None:
+    """The first of ``layers`` called ``name`` (None: none, or no name)."""
+    return next((ly for ly in layers if name and ly.name == name), None)
+
+
+def linked_layer(layers: Iterable[Any], image: Any, which: str) -> Any | None:
+    """The layer of role ``which`` the dock made for ``image`` (on its grid), else None."""
+    for ly in layers:
+        if role(ly.metadata) == which and linked_image(ly.metadata) == image.name:
+            if np.shape(ly.data) == np.shape(image.data):
+                return ly
+    return None

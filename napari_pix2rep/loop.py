@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from .annotations import annotated_slice_summary
-from .progress import Progress as JobProgress
-from .progress import StopCheck
+from .progress import Progress, StopCheck
 
 #: Annotation-layer metadata: the flat indices of its background-only slices.
 BACKGROUND_KEY = "pix2rep_background_slices"
@@ -220,7 +219,7 @@ def carry_iter(
     n_classes: int,
     region: Any,
     should_stop: StopCheck,
-) -> Generator[JobProgress, None, list[tuple[np.ndarray, tuple[float, ...], np.ndarray]] | None]:
+) -> Generator[Progress, None, list[tuple[np.ndarray, tuple[float, ...], np.ndarray]] | None]:
     """Painted slices carried onto the target (:mod:`napari_pix2rep.loop` decides which),
     one registration per slice: extra ``(image, spacing, labels)`` pairs, None if stopped.
 
@@ -253,7 +252,7 @@ def carry_iter(
         word = "slice" if len(todo) == 1 else "slices"
         for z in todo:
             msg = f"Carrying {len(todo)} painted {word} {where}"
-            yield JobProgress("carry", done, total, message=msg)
+            yield Progress("carry", done, total, message=msg)
             if should_stop():
                 return None
             carried[z] = carry_slice(src_n[z], dst_n[z], lab[z], n_classes, region)
@@ -261,5 +260,5 @@ def carry_iter(
         sp = spacing[1:] if frame is not None else spacing
         extra.append((dst, sp, carried))
     if jobs:
-        yield JobProgress("carry", total, total, message=f"Carried {total} painted slices")
+        yield Progress("carry", total, total, message=f"Carried {total} painted slices")
     return extra

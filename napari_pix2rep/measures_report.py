@@ -17,6 +17,9 @@ import numpy as np
 from .metrics import cardiac_measures, cine_measures, structure_volumes, volume_curve
 from .outputs import atomic_write
 
+#: The volume curve's columns after the frame (keys of ``metrics.structure_volumes``).
+CURVE_COLUMNS = ("LV_ml", "RV_ml", "MYO_ml")
+
 
 @dataclass
 class MeasuresTable:
@@ -94,11 +97,9 @@ def _csv_text(table: MeasuresTable) -> str:
         w.writerow([name, f"{value:.4f}", unit])
     if table.curve:
         w.writerow([])
-        w.writerow(["frame", "LV_ml", "RV_ml", "MYO_ml"])
+        w.writerow(["frame", *CURVE_COLUMNS])
         for row in table.curve:
-            w.writerow(
-                [int(row["frame"]), *(f"{row[k]:.4f}" for k in ("LV_ml", "RV_ml", "MYO_ml"))]
-            )
+            w.writerow([int(row["frame"]), *(f"{row[k]:.4f}" for k in CURVE_COLUMNS)])
     return buf.getvalue()
 
 

@@ -49,12 +49,3 @@ def notify_info(message: str) -> None:
     from napari.utils.notifications import show_info
 
     show_info(message)
-
-
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(max(0.0, seconds)))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -15,31 +15,28 @@ from typing import Any
 
 import numpy as np
 
+from .. import layer_meta
 from ..classes import class_colors
 from ..edits import changed_voxels
-from ..layer_meta import METADATA_KEY, copy_metadata, layer_spacing
+from ..layer_meta import (
+    ANNOTATION,
+    SEGMENTATION,
+    UNCERTAINTY,
+    layer_spacing,
+    role_metadata,
+    same,
+    unwrap,
+)
 
-#: Key in a layer's ``metadata`` for what the dock made it for.
-ROLE_KEY = "pix2rep"
-ANNOTATION, SEGMENTATION, UNCERTAINTY = "annotation", "segmentation", "uncertainty"
-
-
-def unwrap(obj: Any) -> Any:
-    """The napari object behind a plugin proxy (the object itself when not proxied)."""
-    return getattr(obj, "__wrapped__", obj)
-
-
-def same(a: Any, b: Any) -> bool:
-    """True when ``a`` and ``b`` are the same layer (proxied or not)."""
-    return a is not None and b is not None and unwrap(a) is unwrap(b)
+__all__ = ["ANNOTATION", "SEGMENTATION", "UNCERTAINTY", "same", "unwrap"]
 
 
 def role(layer: Any) -> str | None:
-    return (layer.metadata.get(ROLE_KEY) or {}).get("role")
+    return layer_meta.role(layer.metadata)
 
 
 def linked_image(layer: Any) -> str | None:
-    return (layer.metadata.get(ROLE_KEY) or {}).get("image")
+    return layer_meta.linked_image(layer.metadata)
 
 
 def is_image(layer: Any) -> bool:
@@ -72,12 +69,7 @@ def labels_layers(viewer: Any, shape: Sequence[int] | None = None) -> list[Any]:
 
 
 def find_layer(viewer: Any, name: str | None) -> Any | None:
-    if not name:
-        return None
-    for ly in viewer.layers:
-        if ly.name == name:
-            return ly
-    return None
+    return layer_meta.find_layer(viewer.layers, name)
 
 
 def annotation_candidates(viewer: Any, image: Any) -> list[Any]:
@@ -90,11 +82,16 @@ def annotation_candidates(viewer: Any, image: Any) -> list[Any]:
 
 def linked_layer(viewer: Any, image: Any, which: str) -> Any | None:
     """The annotation / segmentation / uncertainty layer the dock made for ``image``."""
-    for ly in viewer.layers:
-        if role(ly) == which and linked_image(ly) == image.name:
-            if tuple(ly.data.shape) == tuple(image.data.shape):
-                return ly
-    return None
+    return layer_meta.linked_layer(viewer.layers, image, which)
+
+
+def remove_if_empty(viewer: Any, layer: Any) -> None:
+    """Remove ``layer`` from the viewer unless it holds any label (None: nothing to do)."""
+    if layer is None or np.any(layer.data):
+        return
+    for ly in list(viewer.layers):
+        if same(ly, layer):
+            viewer.layers.remove(ly)
 
 
 def spacing(layer: Any) -> tuple[float, ...]:
@@ -109,10 +106,9 @@ def set_classes(layer: Any, classes: Sequence[str]) -> None:
     colors = {None: np.zeros(4), **{k: np.array(v) for k, v in class_colors(len(classes)).items()}}
     layer.colormap = DirectLabelColormap(color_dict=colors)
     layer.features = {"index": np.arange(len(classes)), "class": np.array(list(classes))}
-    info = dict(layer.metadata.get(ROLE_KEY) or {})
-    if info:
-        info["classes"] = list(classes)
-        layer.metadata[ROLE_KEY] = info
+    info = layer_meta.with_classes(layer.metadata, classes)
+    if info is not None:
+        layer.metadata[layer_meta.ROLE_KEY] = info
 
 
 #: a frame number at the end of an image name: "patient131_frame01", "scan frame 12"
@@ -155,16 +151,11 @@ def layer_name(image_name: str, which: str, source_path: str | None = None) -> s
 
 
 def _name_for(image: Any, which: str) -> str:
-    source = (image.metadata.get(METADATA_KEY) or {}).get("source_path")
-    return layer_name(image.name, which, source)
+    return layer_name(image.name, which, layer_meta.source_path(image.metadata))
 
 
 def _meta_for(image: Any, which: str, classes: Sequence[str] | None) -> dict:
-    meta = copy_metadata(image.metadata)
-    meta[ROLE_KEY] = {"role": which, "image": image.name}
-    if classes is not None:
-        meta[ROLE_KEY]["classes"] = list(classes)
-    return meta
+    return role_metadata(image.metadata, which, image.name, classes)
 
 
 def add_labels_for(viewer: Any, image: Any, which: str, classes: Sequence[str]) -> Any:
@@ -177,6 +168,16 @@ def add_labels_for(viewer: Any, image: Any, which: str, classes: Sequence[str]) 
         metadata=_meta_for(image, which, classes),
     )
     set_classes(layer, classes)
+    return layer
+
+
+def add_annotation_layer(viewer: Any, image: Any, classes: Sequence[str]) -> Any:
+    """A new empty annotation layer for ``image``, active and ready to paint the last class."""
+    layer = add_labels_for(viewer, image, ANNOTATION, classes)
+    layer.selected_label = len(classes) - 1 if len(classes) > 1 else 1
+    layer.brush_size = 5
+    layer.mode = "paint"
+    viewer.layers.selection.active = layer
     return layer
 
 
@@ -197,6 +198,16 @@ def add_uncertainty_for(viewer: Any, image: Any, data: np.ndarray) -> Any:
         opacity=0.6,
         visible=False,
     )
+
+
+def export_labels(layer: Any, path: str) -> str:
+    """Save a labels layer as NIfTI with its image's header (the plugin writer); returns
+    the file written."""
+    from .._writer import write_labels
+
+    meta = {"metadata": layer.metadata, "scale": layer.scale}
+    (written,) = write_labels(path, np.asarray(layer.data), meta)
+    return written
 
 
 def write_with_history(layer: Any, new: np.ndarray) -> int:

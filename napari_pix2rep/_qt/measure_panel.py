@@ -1,10 +1,10 @@
 """Measures tab: LV/RV volumes, EF and myocardial mass from a segmentation, CSV export.
 
-Library calls: ``session.measures_table`` (``metrics.cine_measures`` / ``volume_curve``
-for a 4D layer, ``metrics.cardiac_measures`` for an ED and an ES 3D layer,
-``metrics.structure_volumes`` for one 3D layer) and ``session.write_csv``; the layers
-offered and pre-selected come from ``measure_layers`` (segmentations first, the ED/ES
-pair by name or frame, annotation layers never pre-selected and never for ES).
+Library calls: ``measures_report.measures_table`` (``metrics.cine_measures`` /
+``volume_curve`` for a 4D layer, ``metrics.cardiac_measures`` for an ED and an ES 3D
+layer, ``metrics.structure_volumes`` for one 3D layer) and ``measures_report.write_csv``;
+the layers offered and pre-selected come from ``measure_layers`` (segmentations first,
+the ED/ES pair by name or frame, annotation layers never pre-selected and never for ES).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ..measure_layers import (
     ed_candidates,
     es_candidates,
 )
-from ..measures_report import MeasuresTable, measures_table, write_csv
+from ..measures_report import CURVE_COLUMNS, MeasuresTable, measures_table, write_csv
 from . import layers as L
 from .common import Links, compact_combo, notify_error, notify_info
 from .settings import Settings
@@ -91,7 +91,9 @@ class MeasurePanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setMinimumHeight(8 * 22 + 6)
         self.curve = QTableWidget(0, 4)
-        self.curve.setHorizontalHeaderLabels(["Frame", "LV mL", "RV mL", "MYO mL"])
+        self.curve.setHorizontalHeaderLabels(
+            ["Frame", *(c.replace("_ml", " mL") for c in CURVE_COLUMNS)]
+        )
         self.curve.verticalHeader().setVisible(False)
         self.curve.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.curve.setEditTriggers(QTableWidget.NoEditTriggers)
@@ -215,7 +217,7 @@ class MeasurePanel(QWidget):
         for r, row in enumerate(table.curve):
             values = (
                 f"{int(row['frame'])}",
-                *(f"{row[k]:.1f}" for k in ("LV_ml", "RV_ml", "MYO_ml")),
+                *(f"{row[k]:.1f}" for k in CURVE_COLUMNS),
             )
             for c, text in enumerate(values):
                 self.curve.setItem(r, c, QTableWidgetItem(text))

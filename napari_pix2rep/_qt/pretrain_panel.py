@@ -298,7 +298,10 @@ class PretrainPanel(QWidget):
         self.plot.clear()
         self.result = None
         self.use_button.setVisible(False)
-        self.progress.setRange(0, 0)
+        # an empty bar until the first step, not Qt's busy indicator: its animation
+        # repaints the whole window 30 times a second (~18 ms each, software OpenGL)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
         self.status.setText(f"Preparing the data; saving to {out.name}{kept}…")
         self.runner.start(
             pretrain_job, volumes, inputs, str(out), cfg, self.model_box.device, init, exclude
