@@ -49,3 +49,14 @@ def notify_info(message: str) -> None:
     from napari.utils.notifications import show_info
 
     show_info(message)
+
+
+def refill_combo(combo: Any, names: list[str]) -> None:
+    """Replace a combo box's items, keeping the current one when still there (no signals)."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
