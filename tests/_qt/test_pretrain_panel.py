@@ -42,6 +42,8 @@ def test_pause_cancel_keeps_checkpoint(dock, phantom_layer, qtbot, tmp_path, wai
     panel = _setup(widget, tmp_path, 2000)
     assert panel.start(SMALL_RUN)
     assert not panel.start_button.isEnabled() and panel.cancel_button.isEnabled()
+    # an empty bar while the data loads, not Qt's busy indicator (it repaints the window)
+    assert panel.progress.maximum() > 0
     runner = panel.runner
     qtbot.waitUntil(lambda: runner.last is not None and runner.last.step >= 3, timeout=60_000)
 
