@@ -195,6 +195,10 @@ def test_pretrain_cli_and_resume(tmp_path, capsys):
         ),
         (["evaluate", "--pred", "{labels}", "--gt", "{bad_grid}"], "same grid"),
         (
+            ["evaluate", "--pred", "{labels}", "--gt", "{labels}", "--classes", "RV,LV,rv"],
+            "listed twice",
+        ),
+        (
             ["predict", "--model", "{root}/missing.pt", "{image}", "--out-dir", "{root}/x"],
             "does not exist",
         ),

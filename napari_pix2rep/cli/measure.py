@@ -29,12 +29,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from ..classes import parse_classes
     from ..metrics import dice_per_class
     from ..nifti import read_nifti
 
     if len(args.pred) != len(args.gt):
         raise CliError("Give one --gt for every --pred.")
     names = [c.strip() for c in args.classes.split(",") if c.strip()]
+    if not names:
+        raise CliError("Give the names of labels 1, 2, ... with --classes (e.g. RV,MYO,LV).")
+    names = list(parse_classes(["background", *names])[1:])  # refuses a repeated name
     rows = []
     for p, g in zip(args.pred, args.gt):
         pred, gt = read_nifti(p, kind="labels"), read_nifti(g, kind="labels")
