@@ -48,6 +48,22 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
+    """``--localise`` / ``--propagate`` (both on by default, as in the dock)."""
+    p.add_argument(
+        "--localise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Predict on the heart region of the painted slices (the default).",
+    )
+    p.add_argument(
+        "--propagate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Carry the painted ED slices to ES by registration (the default).",
+    )
+
+
 def cases_root(data: str) -> Path:
     root = Path(data)
     return root / "training" if (root / "training").is_dir() else root

@@ -15,6 +15,7 @@ import argparse
 import numpy as np
 from common import (
     CLASS_NAMES,
+    add_pipeline_flags,
     load_cases,
     load_split,
     mean_spread,
@@ -44,18 +45,7 @@ def main() -> None:
         default=True,
         help="Keep the heart's largest 3D components (the default).",
     )
-    p.add_argument(
-        "--localise",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Predict on the heart region of the painted slices (the default).",
-    )
-    p.add_argument(
-        "--propagate",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Carry the painted ED slices to ES by registration (the default).",
-    )
+    add_pipeline_flags(p)
     args = p.parse_args()
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)

@@ -12,10 +12,9 @@ on the slices nobody painted, after 2, 3, 4, 5 painted slices.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 from common import (
+    add_pipeline_flags,
     load_cases,
     load_split,
     parser,
@@ -33,8 +32,7 @@ def main() -> None:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="Corrections after the first 2.")
     p.add_argument("--patients", type=int, default=0, help="Only the first N (0 = all 20).")
-    p.add_argument("--localise", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--propagate", action=argparse.BooleanOptionalAction, default=True)
+    add_pipeline_flags(p)
     args = p.parse_args()
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)

@@ -44,10 +44,30 @@ def expert_mask(path: Path, ndim: int) -> tuple[np.ndarray, int | None, int | No
     return read_nifti(gt, kind="labels").data, frames["ED"] - 1, frames["ES"] - 1
 
 
+def segment_and_shoot(viewer, panel, ann, out: str, step: tuple[int, ...]) -> str:
+    """Press Segment with the painted ``ann``, wait for it, show slice ``step`` (the leading
+    axes: ``(z,)`` or ``(t, z)``) and write the window to ``out``; returns the status."""
+    app = QApplication.instance()
+    ann.refresh()
+    panel.refresh_summary()
+    panel.segment()
+    while panel.runner.running:
+        app.processEvents()
+        time.sleep(0.02)
+    for axis, index in enumerate(step):
+        viewer.dims.set_current_step(axis, index)
+    viewer.layers.selection.active = viewer.layers[-1]
+    for _ in range(30):
+        app.processEvents()
+    iio.imwrite(out, viewer.screenshot(canvas_only=False, flash=False))
+    status = panel.status.text()
+    viewer.close()
+    return status
+
+
 def take(out: str, path: Path) -> str:
     """Run the loop on ``path`` and write the screenshot to ``out``; returns the status."""
     viewer, widget = make_viewer([str(path)])
-    app = QApplication.instance()
     viewer.window.resize(1400, 900)
     image = viewer.layers[0]
     truth, ed, es = expert_mask(path, image.ndim)
@@ -59,23 +79,8 @@ def take(out: str, path: Path) -> str:
             ann.data[z] = truth[z]
         else:
             ann.data[ed, z] = truth[z]
-    ann.refresh()
-    panel.refresh_summary()
-    panel.segment()
-    while panel.runner.running:
-        app.processEvents()
-        time.sleep(0.02)
     shown = next(z for z in range(given[0] + 1, truth.shape[0]) if z not in given)
-    if es is not None:
-        viewer.dims.set_current_step(0, es)
-    viewer.dims.set_current_step(image.ndim - 3, shown)
-    viewer.layers.selection.active = viewer.layers[-1]
-    for _ in range(30):
-        app.processEvents()
-    iio.imwrite(out, viewer.screenshot(canvas_only=False, flash=False))
-    status = panel.status.text()
-    viewer.close()
-    return status
+    return segment_and_shoot(viewer, panel, ann, out, (shown,) if es is None else (es, shown))
 
 
 if __name__ == "__main__":

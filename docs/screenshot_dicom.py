@@ -13,13 +13,11 @@ screenshot shows an ED slice that was not annotated. Run under a virtual display
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pydicom
-from qtpy.QtWidgets import QApplication
+from screenshot import segment_and_shoot  # docs/screenshot.py, beside this script
 from skimage.draw import polygon
 
 from napari_pix2rep._qt.launcher import make_viewer
@@ -55,7 +53,6 @@ def main() -> None:
     vol = read_dicom(series)
     painted = contour_labels(series, vol)
     viewer, widget = make_viewer([str(series)])
-    app = QApplication.instance()
     viewer.window._qt_window.resize(1400, 900)
     panel = widget.segment_panel
     ann = panel.new_annotation_layer()
@@ -63,20 +60,8 @@ def main() -> None:
     given = [keys[len(keys) // 3], keys[2 * len(keys) // 3]]
     for t, k in given:
         ann.data[t, k] = painted[(t, k)]
-    ann.refresh()
-    panel.refresh_summary()
-    panel.segment()
-    while panel.runner.running:
-        app.processEvents()
-        time.sleep(0.02)
     shown = next(key for key in keys if key not in given and key[1] > given[0][1])
-    viewer.dims.set_current_step(0, shown[0])
-    viewer.dims.set_current_step(1, shown[1])
-    viewer.layers.selection.active = viewer.layers[-1]
-    for _ in range(30):
-        app.processEvents()
-    iio.imwrite(out, viewer.screenshot(canvas_only=False, flash=False))
-    viewer.close()
+    print(f"{out}: {segment_and_shoot(viewer, panel, ann, out, shown)}")
 
 
 if __name__ == "__main__":
