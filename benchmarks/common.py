@@ -79,6 +79,14 @@ def load_split(data: str, quick: bool) -> tuple[list[Case], list[Case]]:
     return pool, val
 
 
+def spread_subset(cases: list, n: int) -> list:
+    """About ``n`` of ``cases``, every k-th (validation cases are in group order, so the
+    subset keeps every pathology group); all of them when ``n`` is 0 or too large."""
+    if n <= 0 or n >= len(cases):
+        return list(cases)
+    return list(cases[:: len(cases) // n])
+
+
 def draw_label_sets(pool: list[Case], budget: int, draws: int, seed: int) -> list[list[Case]]:
     """``draws`` sets of ``budget`` labelled cases, each draw from other pathology groups.
 

@@ -20,6 +20,7 @@ from common import (
     parser,
     pix2rep_backbone,
     random_backbone,
+    spread_subset,
     table,
     tagged,
     train_configs,
@@ -61,7 +62,7 @@ def main() -> None:
     steps, every = (6, 3) if args.quick else (args.steps, args.every)
     backbone, pre, model_name = pix2rep_backbone(args)
     pool, val_cases = load_split(args.data, args.quick)
-    val = load_cases(val_cases[:: max(1, len(val_cases) // args.val_patients)])
+    val = load_cases(spread_subset(val_cases, args.val_patients))
     labelled = load_cases(draw_label_sets(pool, 1, 1, args.seed)[0])
     recipes = train_configs(args.quick)
     no_stop = {"ft_steps": steps, "min_slices_for_val": 10**6}

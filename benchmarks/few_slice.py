@@ -22,6 +22,7 @@ from common import (
     parser,
     pix2rep_backbone,
     random_backbone,
+    spread_subset,
     table,
     tagged,
     train_configs,
@@ -45,11 +46,14 @@ def main() -> None:
         default=True,
         help="Keep the heart's largest 3D components (the default).",
     )
+    p.add_argument(
+        "--patients", type=int, default=0, help="About N, spread over the groups (0 = all 20)."
+    )
     add_pipeline_flags(p)
     args = p.parse_args()
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)
-    val = load_cases(val_cases)
+    val = load_cases(spread_subset(val_cases, args.patients))
     recipes = train_configs(args.quick)
     runs = {}
     todo = [(f"pix2rep-{m}", backbone, recipes[m]) for m in args.modes.split(",")]

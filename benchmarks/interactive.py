@@ -19,6 +19,7 @@ from common import (
     load_split,
     parser,
     pix2rep_backbone,
+    spread_subset,
     table,
     tagged,
     train_configs,
@@ -31,13 +32,14 @@ from napari_pix2rep.protocols import annotation_loop
 def main() -> None:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="Corrections after the first 2.")
-    p.add_argument("--patients", type=int, default=0, help="Only the first N (0 = all 20).")
+    p.add_argument(
+        "--patients", type=int, default=0, help="About N, spread over the groups (0 = all 20)."
+    )
     add_pipeline_flags(p)
     args = p.parse_args()
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)
-    if args.patients:
-        val_cases = val_cases[: args.patients]
+    val_cases = spread_subset(val_cases, args.patients)
     rows = annotation_loop(
         backbone,
         pre,

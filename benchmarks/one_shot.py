@@ -60,6 +60,14 @@ def main() -> None:
         help="Keep the heart's largest 3D components (the default).",
     )
     p.add_argument(
+        "--localise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Predict on the heart region found from the ED/ES motion (no labels), as "
+        "`pix2rep predict ED ES` and the dock do (the default; the 2026-11-22 tables used "
+        "--no-localise).",
+    )
+    p.add_argument(
         "--merge",
         default=None,
         help="Comma-separated tags of partial runs in --out to merge into one table.",
@@ -101,7 +109,9 @@ def main() -> None:
                 recipe.seed = args.seed + d
                 t0 = time.perf_counter()
                 seg, train_s = train_on_cases(*source, labelled, recipe, args.device)
-                rows = evaluate(seg, val, args.device, cleanup=args.cleanup)
+                rows = evaluate(
+                    seg, val, args.device, cleanup=args.cleanup, localise=args.localise
+                )
                 s = summarise(rows)
                 runs.append(
                     {

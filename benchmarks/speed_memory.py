@@ -2,6 +2,8 @@
 
 * linear probe fit on 3 annotated slices of a real volume (backbone load excluded);
 * whole-volume prediction of a 10-slice 256x256 volume;
+* fine-tuning from one labelled patient (ED + ES, every slice; the shipped recipe's
+  steps), data preparation and the probe it starts from included;
 * a pretraining step (see pretrain_speed.py for the breakdown).
 
 Peak memory is the RSS high-water mark of the process that ran the measurement.
@@ -54,6 +56,22 @@ def probe_time(args) -> dict:
     }
 
 
+def finetune_time(args) -> dict:
+    net, pre, _ = pix2rep_backbone(args)
+    v = list_cases(cases_root(args.data))[0].load()
+    images = [(v[k].data, v[k].spacing) for k in ("ed", "es")]
+    labels = [v[k].data for k in ("ed_gt", "es_gt")]
+    quick = {"probe_steps": 5, "ft_steps": 3, "crop": 64, "batch_size": 2}
+    cfg = TrainConfig(mode="finetune", **(quick if args.quick else {}))
+    t0 = time.perf_counter()
+    train_segmenter(net, pre, images, labels, cfg, device=args.device)
+    return {
+        "what": f"fine-tune from one patient ({v['ed'].data.shape} ED + ES, {cfg.ft_steps} steps)",
+        "seconds": time.perf_counter() - t0,
+        "peak_mib": _peak_mib(),
+    }
+
+
 def predict_time(args) -> dict:
     from napari_pix2rep.predict import predict_volume
     from napari_pix2rep.segmenter import Segmenter
@@ -78,14 +96,13 @@ def predict_time(args) -> dict:
 
 def main() -> None:
     p = parser(__doc__.split("\n")[0])
-    p.add_argument("--one", choices=("probe", "predict"), help="internal")
+    p.add_argument("--one", choices=tuple(MEASURES), help="Only this measurement (no files).")
     args = p.parse_args()
     if args.one:
-        fn = probe_time if args.one == "probe" else predict_time
-        print(json.dumps(fn(args)))
+        print(json.dumps(MEASURES[args.one](args)))
         return
     results = []
-    for what in ("probe", "predict"):
+    for what in MEASURES:
         cmd = [sys.executable, __file__, "--one", what, *sys.argv[1:]]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
@@ -106,6 +123,8 @@ def main() -> None:
     )
     write_results(args.out, "speed_memory", {"results": results}, md)
 
+
+MEASURES = {"probe": probe_time, "predict": predict_time, "finetune": finetune_time}
 
 if __name__ == "__main__":
     main()

@@ -15,43 +15,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-import pydicom
 from screenshot import segment_and_shoot  # docs/screenshot.py, beside this script
-from skimage.draw import polygon
 
 from napari_pix2rep._qt.launcher import make_viewer
 from napari_pix2rep.dicom import read_dicom
-
-
-def contour_labels(series: Path, vol) -> dict[tuple[int, int], np.ndarray]:
-    """(frame, slice) -> painted (rows, cols) labels for each image with both contours."""
-    contours = series.parent / f"{series.name}_contours"
-    headers = {
-        int(f.stem): pydicom.dcmread(f, stop_before_pixels=True) for f in series.glob("*.dcm")
-    }
-    inverse = np.linalg.inv(vol.affine)
-    out = {}
-    for outer in sorted((contours / "o-contours").glob("*.txt")):
-        number = int(outer.name.split("-")[2])
-        inner = contours / "i-contours" / outer.name.replace("ocontour", "icontour")
-        ds = headers[number]
-        ipp = tuple(float(v) for v in ds.ImagePositionPatient)
-        same = [h for h in headers.values() if tuple(map(float, h.ImagePositionPatient)) == ipp]
-        t = sorted(float(h.TriggerTime) for h in same).index(float(ds.TriggerTime))
-        k = int(round((inverse @ [-ipp[0], -ipp[1], ipp[2], 1.0])[2]))
-        lab = np.zeros(vol.shape[-2:], np.uint8)
-        for path, value in ((outer, 2), (inner, 3)):
-            pts = np.loadtxt(path)
-            lab[polygon(pts[:, 1], pts[:, 0], lab.shape)] = value
-        out[(t, k)] = lab
-    return out
+from napari_pix2rep.sunnybrook import contoured_slices
 
 
 def main() -> None:
     out, series = sys.argv[1], Path(sys.argv[2])
     vol = read_dicom(series)
-    painted = contour_labels(series, vol)
+    painted = {
+        (c.frame, c.slice): c.labels for c in contoured_slices(series, vol) if c.has_myocardium
+    }
     viewer, widget = make_viewer([str(series)])
     viewer.window._qt_window.resize(1400, 900)
     panel = widget.segment_panel

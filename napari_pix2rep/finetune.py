@@ -1,27 +1,31 @@
 """Fine-tuning the whole segmenter, and the supervised local contrastive stage before it.
 
 Fine-tuning (METHOD.md) trains backbone and head with split learning rates (backbone
-small, head large) from the probe's head, with paired spatial and intensity
-augmentation (:func:`napari_pix2rep.augment.paired_augment`) and early stopping on
-held-out annotated slices when there are enough; optionally first a supervised local
-contrastive stage (Hu et al. 2021).
+small, head large) from the probe's head, on crops resampled from the annotated slices
+through random rotations, scales, mirrors and warps (:mod:`napari_pix2rep.crops`), mostly
+centred on the heart, with intensity augmentation
+(:func:`napari_pix2rep.augment.intensity_augment`; ranges
+:data:`~napari_pix2rep.augment.FINETUNE_AUGMENT`), BatchNorm statistics frozen, and early
+stopping on held-out annotated slices when there are many; optionally first a supervised
+local contrastive stage (Hu et al. 2021). The recipe was chosen on the validation
+patients (``benchmarks/finetune_recipe.py``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Generator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from . import augment
 from .classes import IGNORE
+from .crops import sample_crops
 from .losses.local_supcon import local_supcon_loss
 from .losses.segmentation import balanced_class_weights, dice_ce_loss
-from .preprocess import centred_pads
 from .probe import TrainingSlice, fit_linear_probe_iter
 from .progress import Progress
 from .segmenter import Segmenter
@@ -29,29 +33,24 @@ from .train_config import TrainConfig
 
 
 def _crop_batch(
-    slices: Sequence[TrainingSlice], crop: int, n: int, gen: torch.Generator
+    slices: Sequence[TrainingSlice], cfg: TrainConfig, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random crops (image ``(n, 1, c, c)``, target ``(n, c, c)``) of random slices.
+    """``cfg.batch_size`` random crops (image ``(n, 1, c, c)``, target ``(n, c, c)``) of
+    random slices, spatially augmented (:func:`napari_pix2rep.crops.sample_crops`).
 
-    ``c`` is ``crop`` or, when every slice is smaller, the largest slice side.
+    ``c`` is ``cfg.crop`` or, when every slice is smaller, the largest slice side.
     """
-    crop = min(crop, max(max(s.x.shape[-2:]) for s in slices))
-    xs, ts = [], []
-    for i in torch.randint(len(slices), (n,), generator=gen).tolist():
-        s = slices[i]
-        x, t = s.x, s.target_model
-        h, w = x.shape[-2:]
-        ph, pw = max(0, crop - h), max(0, crop - w)
-        if ph or pw:
-            pads = centred_pads(ph, pw)
-            x = F.pad(x[None], pads, mode="replicate")[0]
-            t = F.pad(t, pads, value=IGNORE)
-            h, w = x.shape[-2:]
-        top = int(torch.randint(h - crop + 1, (1,), generator=gen))
-        left = int(torch.randint(w - crop + 1, (1,), generator=gen))
-        xs.append(x[:, top : top + crop, left : left + crop])
-        ts.append(t[top : top + crop, left : left + crop])
-    return torch.stack(xs), torch.stack(ts)
+    size = min(cfg.crop, max(max(s.x.shape[-2:]) for s in slices))
+    return sample_crops(
+        [s.x for s in slices],
+        [s.target_model for s in slices],
+        cfg.batch_size,
+        size,
+        cfg.augment,
+        gen,
+        cfg.foreground_p,
+        cfg.elastic_px,
+    )
 
 
 def _freeze_bn(module: nn.Module) -> None:
@@ -109,8 +108,9 @@ def local_contrast_iter(
     if cfg.freeze_bn:
         _freeze_bn(segmenter.backbone)
     for step in range(cfg.local_contrast_steps):
-        x, t = _crop_batch(slices, cfg.crop, cfg.batch_size, gen)
-        x, t = augment.paired_augment(x.to(device), t.to(device), cfg.augment, gen)
+        x, t = _crop_batch(slices, cfg, gen)
+        x = augment.intensity_augment(x.to(device), cfg.augment, gen)
+        t = t.to(device)
         feats = proj(segmenter.backbone(x.contiguous(memory_format=torch.channels_last)))
         loss = local_supcon_loss(feats, t, cfg.local_contrast_temperature)
         opt.zero_grad(set_to_none=True)
@@ -147,12 +147,14 @@ def fine_tune_iter(
         torch.cat([s.target_model.flatten() for s in train]), segmenter.n_classes
     ).to(device)
     best, best_state, bad = -1.0, None, 0
+    t0 = time.perf_counter()
     for step in range(cfg.ft_steps):
         segmenter.train()
         if cfg.freeze_bn:
             _freeze_bn(segmenter.backbone)
-        x, t = _crop_batch(train, cfg.crop, cfg.batch_size, cpu_gen)
-        x, t = augment.paired_augment(x.to(device), t.to(device), cfg.augment, gen)
+        x, t = _crop_batch(train, cfg, cpu_gen)
+        x = augment.intensity_augment(x.to(device), cfg.augment, gen)
+        t = t.to(device)
         if not (t >= 0).any():
             continue
         logits = segmenter(x.contiguous(memory_format=torch.channels_last))
@@ -169,7 +171,9 @@ def fine_tune_iter(
                 best_state = copy.deepcopy(segmenter.state_dict())
             else:
                 bad += 1
-        yield Progress("finetune", step + 1, cfg.ft_steps, loss.item(), msg)
+        per_step = (time.perf_counter() - t0) / (step + 1)
+        eta = per_step * (cfg.ft_steps - step - 1)
+        yield Progress("finetune", step + 1, cfg.ft_steps, loss.item(), eta_s=eta, message=msg)
         if val and bad >= cfg.patience:
             break
     if best_state is not None:

@@ -60,6 +60,7 @@ class SegmentResult:
     seconds: float = 0.0
     trained: bool = True
     uncertainty: np.ndarray | None = None
+    region: Any = None  # the HeartRegion prediction ran on (None: the whole view)
 
 
 @contextmanager
@@ -315,19 +316,31 @@ def predict_job(
     cleanup: bool | None = None,
     should_stop: StopCheck = never,
     keep_free: int | None = 1,
+    localise: bool = True,
+    other_frames: Sequence[np.ndarray] = (),
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment every slice and frame of ``target`` ``(image, spacing)`` with a segmenter
     (a segmenter file, read once, or a Segmenter); ``cleanup`` None: the default clean-up.
-    The result holds no uncertainty (``prediction.uncertainty()`` gives it)."""
+
+    With ``localise`` prediction runs on the heart region found from the motion of a cine
+    target, or between a 3D target and ``other_frames`` (other phases of the same stack,
+    e.g. ES for ED; :func:`napari_pix2rep.localise.locate_heart`); no labels are looked
+    at. The result holds no uncertainty (``prediction.uncertainty()`` gives it).
+    """
     from .device import resolve_device
+    from .localise import locate_heart
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
     segmenter, _ = _source(model)
     _require_segmenter(segmenter)
+    image, spacing = np.asarray(target[0]), tuple(target[1])
+    region = locate_heart(image, spacing, other_frames=other_frames) if localise else None
     with cpu_threads(dev, keep_free):
-        pred = yield from _predict(segmenter, target, dev, should_stop, cleanup=cleanup)
-    return SegmentResult(segmenter, pred, pred is None, time.perf_counter() - t0, False)
+        pred = yield from _predict(segmenter, target, dev, should_stop, region, cleanup)
+    return SegmentResult(
+        segmenter, pred, pred is None, time.perf_counter() - t0, False, region=region
+    )
 
 
 def segment_job(
@@ -405,4 +418,5 @@ def segment_job(
     if pred is None:
         return SegmentResult(segmenter, None, True, time.perf_counter() - t0, train)
     uncertainty = pred.uncertainty().astype(np.float16)
-    return SegmentResult(segmenter, pred, False, time.perf_counter() - t0, train, uncertainty)
+    seconds = time.perf_counter() - t0
+    return SegmentResult(segmenter, pred, False, seconds, train, uncertainty, region)

@@ -110,9 +110,12 @@ def region_from_motion(
     frames: Sequence[np.ndarray] | np.ndarray,
     spacing_yx: tuple[float, float],
     half_mm: float = MOTION_HALF_MM,
-) -> HeartRegion:
-    """The box of ``2 * half_mm`` around the motion peak (:func:`motion_map`)."""
+) -> HeartRegion | None:
+    """The box of ``2 * half_mm`` around the motion peak (:func:`motion_map`); None when
+    nothing moves (identical frames: the same image given twice, a static series)."""
     energy = motion_map(frames, spacing_yx)
+    if not np.isfinite(energy).all() or float(energy.max()) <= 1e-6:
+        return None
     # centroid of the strongest 2 % of the map: stabler than the single arg-max
     top = energy >= np.percentile(energy, 98.0)
     cy, cx = ndimage.center_of_mass(np.where(top, energy, 0.0))

@@ -28,7 +28,8 @@ class Progress:
 
     ``stage`` is "loading", "pretrain", "carry", "features", "local-contrast", "probe",
     "finetune" or "predict"; ``step`` of ``total`` is done. ``eta_s`` (seconds left),
-    ``rate`` (slices per second) and ``lr`` (learning rate) are reported by pretraining.
+    ``rate`` (slices per second) and ``lr`` (learning rate) are reported by pretraining
+    (``eta_s`` also by fine-tuning).
     """
 
     stage: str

@@ -28,7 +28,7 @@ from .checkpoint import (
 )
 from .classes import DEFAULT_CLASSES
 from .nets.heads import LinearHead
-from .nets.unet import UNet
+from .nets.unet import UNet, project_levels
 from .preprocess import PreprocessConfig
 
 
@@ -53,7 +53,19 @@ class Segmenter(nn.Module):
         return len(self.classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        """Class scores ``(N, K, H, W)`` of ``(N, C_in, H, W)``: ``head(backbone(x))``.
+
+        The head and the backbone's output conv are both 1x1 convolutions with nothing
+        between them, so they are folded into one ``(K, sum of C_i)`` projection of the
+        decoder levels (:func:`~napari_pix2rep.nets.unet.project_levels`): the D-channel
+        feature map is never built and only K channels are upsampled. The same result
+        (and gradients) as the two convolutions in turn.
+        """
+        out, head = self.backbone.out, self.head.conv
+        w_head = head.weight[:, :, 0, 0]  # (K, D)
+        weight = (w_head @ out.weight[:, :, 0, 0])[:, :, None, None]  # (K, sum C_i, 1, 1)
+        bias = head.bias if out.bias is None else head.bias + w_head @ out.bias
+        return project_levels(self.backbone.decoder_levels(x), weight, bias)
 
     def file_dict(self) -> dict:
         return {

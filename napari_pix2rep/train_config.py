@@ -26,12 +26,14 @@ class TrainConfig:
     probe_balance: float = 0.5  # class weights ~ frequency ** -probe_balance
     # fine-tuning
     ft_steps: int = 300
-    lr_backbone: float = 5e-5
+    lr_backbone: float = 2e-4
     lr_head: float = 1e-2
     batch_size: int = 8
     crop: int = 128  # fine-tuning window (model-grid pixels); smaller images use their size
+    foreground_p: float = 0.67  # share of crops centred on a labelled structure pixel
+    elastic_px: float = 3.0  # smooth random displacement of the crops (std, pixels)
     freeze_bn: bool = True
-    min_slices_for_val: int = 6
+    min_slices_for_val: int = 40  # hold slices out for early stopping from this many
     val_fraction: float = 0.2
     eval_every: int = 25
     patience: int = 4

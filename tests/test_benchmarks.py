@@ -97,3 +97,31 @@ def test_one_shot_merges_partial_runs(tmp_path, monkeypatch):
     part("c", "scratch", [0.1], val=("p005",))
     with pytest.raises(SystemExit, match="same validation patients"):
         one_shot.merge(str(tmp_path), ["a", "c"])
+
+
+@pytest.mark.slow
+def test_finetune_recipe_quick_mode_scores_each_variant(dataset, tmp_path):
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(BENCH / "finetune_recipe.py"), "--data", str(dataset), "--quick"]
+    cmd += ["--variants", "mild,strong-flip-lr", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    payload = json.loads((out / "finetune_recipe.json").read_text())
+    assert [r["variant"] for r in payload["runs"]] == ["mild", "strong-flip-lr"]
+    assert all(0.0 <= r["scores"]["6"]["summary"]["mean"] <= 1.0 for r in payload["runs"])
+    assert payload["variants"]["strong-flip-lr"]["augment"]["flip_p"] == 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_other_scanner_quick_mode_on_the_sunnybrook_series(dataset, tmp_path):
+    series = BENCH.parent.parent / "shared" / "data" / "sunnybrook_dicom" / "SCD0000101"
+    if not series.is_dir():
+        pytest.skip(f"Sunnybrook series not found at {series} (real-data tests need ../shared)")
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(BENCH / "other_scanner.py"), "--data", str(dataset), "--quick"]
+    cmd += ["--series", str(series), "--methods", "linear", "--draws", "1", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (r,) = json.loads((out / "other_scanner.json").read_text())["runs"]
+    assert 0.0 <= r["summary"]["LV"] <= 1.0 and len(r["summary"]["LV per phase"]) == 2

@@ -467,3 +467,26 @@ def test_train_classes_are_parsed_with_the_duplicate_check(case, tmp_path, capsy
     assert main([*argv, "--classes", "background,LV,lv"]) == 2
     assert _one_line_error(capsys) == "pix2rep train: error: The class 'lv' is listed twice."
     assert not out.exists()
+
+
+def test_predict_localises_the_heart_from_phases_given_together(tiny_segmenter, tmp_path, capsys):
+    """ED and ES of one stack (same grid) given together: each is segmented on the heart
+    region of their motion; an image on another grid, or --no-localise, on the whole view."""
+    cine = make_phantom(n_slices=4, size=(64, 64), n_frames=6, seed=5)
+    paths = []
+    for name, t in (("p_ed", 0), ("p_es", 2)):
+        frame = cine.frame(t)
+        vol = frame.to_volume()
+        paths.append(str(write_nifti(tmp_path / f"{name}.nii.gz", frame.image, vol, kind="image")))
+    other = make_phantom(n_slices=4, size=(48, 48), seed=6)
+    lone = write_nifti(tmp_path / "lone.nii.gz", other.image, other.to_volume(), kind="image")
+    paths.append(str(lone))
+    out = ["--out-dir", str(tmp_path / "o"), "--model", str(tiny_segmenter)]
+    assert main(["predict", *paths, *out]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for line in lines[:2]:
+        assert "heart region from the motion between it and 1 other phase(s)" in line, line
+    assert "heart region" not in lines[2]
+    assert main(["predict", *paths[:2], *out, "--no-localise"]) == 0
+    assert "heart region" not in capsys.readouterr().out

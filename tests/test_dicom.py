@@ -20,6 +20,7 @@ from napari_pix2rep.dicom_files import is_dicom_file
 from napari_pix2rep.images import image_stem, read_image
 from napari_pix2rep.nifti import NiftiError, read_nifti
 from napari_pix2rep.nifti_write import write_nifti
+from napari_pix2rep.sunnybrook import contoured_slices, polygon_mask
 
 REPO = Path(__file__).resolve().parents[1]
 SUNNYBROOK = (REPO / "../shared/data/sunnybrook_dicom").resolve()
@@ -354,22 +355,31 @@ def sunnybrook() -> Path:
     return series
 
 
-def _contour_mask(pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Pixels whose centre is inside an (x, y) polygon ``(n, 2)`` (x along columns, y along
-    rows), by the even-odd rule."""
-    x0, y0 = pts[:, 0], pts[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    (c0, r0), (c1, r1) = np.floor(pts.min(0)).astype(int), np.ceil(pts.max(0)).astype(int) + 1
-    jj, ii = np.mgrid[r0:r1, c0:c1]  # the polygon's bounding box only
-    px, py = ii.ravel()[:, None].astype(float), jj.ravel()[:, None].astype(float)
-    crosses = (y0 > py) != (y1 > py)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_at = x0 + (py - y0) * (x1 - x0) / (y1 - y0)
-    mask = np.zeros(shape, bool)
-    mask[r0:r1, c0:c1] = (np.count_nonzero(crosses & (px < x_at), axis=1) % 2 == 1).reshape(
-        jj.shape
-    )
-    return mask
+def test_polygon_mask_takes_the_pixels_whose_centre_is_inside():
+    box = np.array([[0.5, 0.5], [3.5, 0.5], [3.5, 2.5], [0.5, 2.5]])  # (x, y)
+    mask = polygon_mask(box, (4, 6))
+    assert mask.sum() == 6 and mask[1:3, 1:4].all()
+    triangle = np.array([[-0.3, -0.3], [10.2, -0.3], [-0.3, 10.2]])  # x + y < 9.9
+    rows, cols = np.mgrid[:12, :12]
+    np.testing.assert_array_equal(polygon_mask(triangle, (12, 12)), rows + cols <= 9)
+    outside = np.array([[20.0, 20.0], [30.0, 20.0], [25.0, 30.0]])
+    assert not polygon_mask(outside, (8, 8)).any()
+
+
+@pytest.mark.realdata
+def test_sunnybrook_contoured_slices(sunnybrook):
+    """ED (both contours) and ES (cavity only), nine slices each, on the slices the
+    independent placement below finds."""
+    vol = read_dicom(sunnybrook)
+    found = contoured_slices(sunnybrook, vol)
+    assert len(found) == 18
+    ed = [c for c in found if c.has_myocardium]
+    es = [c for c in found if not c.has_myocardium]
+    assert {c.frame for c in ed} == {18} and {c.frame for c in es} == {7}
+    assert len(ed) == len(es) == 9
+    for c in ed:  # a myocardial ring around the cavity
+        assert (c.labels == 2).sum() > 0.2 * (c.labels == 3).sum()
+    assert all(set(np.unique(c.labels)) == {0, 3} for c in es)
 
 
 @pytest.mark.realdata
@@ -405,7 +415,7 @@ def test_sunnybrook_cavity_sits_on_its_contours(sunnybrook):
         np.testing.assert_array_equal(vol.data[t, k], raw)  # no rescale in this series
         pts = np.loadtxt(c)
         for pair, points in ((ratios, pts), (transposed, pts[:, ::-1])):
-            mask = _contour_mask(points, raw.shape)
+            mask = polygon_mask(points, raw.shape)
             ring = ndimage.binary_dilation(mask, iterations=8) & ~ndimage.binary_dilation(
                 mask, iterations=3
             )

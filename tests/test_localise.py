@@ -39,6 +39,9 @@ def test_motion_finds_the_beating_heart(cine):
 def test_static_image_has_no_motion(cine):
     still = np.repeat(cine.image[:1], 3, axis=0)
     assert motion_map(still, (1.5, 1.5)).max() == pytest.approx(0.0, abs=1e-6)
+    # nothing moves: nothing is localised (the whole view is segmented), no crash
+    assert region_from_motion(still, (1.5, 1.5)) is None
+    assert locate_heart(cine.image[0], cine.spacing[1:], other_frames=[cine.image[0]]) is None
     with pytest.raises(ValueError, match="two 3D frames"):
         motion_map(cine.image[:1], (1.5, 1.5))
 

@@ -71,7 +71,7 @@ def test_linear_probe_segments_the_unannotated_slices(phantom3d):
 def test_fine_tune_with_held_out_slices_and_local_contrast(tiny_backbone_file, phantom3d):
     backbone, pre, _ = load_backbone(tiny_backbone_file)
     labels = phantom3d.labels.copy()  # every slice annotated: enough for a held-out split
-    stages = set()
+    seen = []
     seg = train_segmenter(
         backbone,
         pre,
@@ -85,12 +85,18 @@ def test_fine_tune_with_held_out_slices_and_local_contrast(tiny_backbone_file, p
             batch_size=4,
             probe_steps=50,
             local_contrast_steps=3,
+            min_slices_for_val=6,
         ),
         device="cpu",
-        progress=lambda p: stages.add(p.stage),
+        progress=seen.append,
     )
-    assert {"local-contrast", "probe", "finetune"} <= stages
+    assert {"local-contrast", "probe", "finetune"} <= {p.stage for p in seen}
     assert 0.0 <= seg.meta["heldout_dice"] <= 1.0
+    # fine-tuning steps say how long is left, and the held-out Dice when it is checked
+    ft = [p for p in seen if p.stage == "finetune"]
+    assert all(isinstance(p.eta_s, float) and p.eta_s >= 0 for p in ft)
+    assert ft[-1].eta_s == 0.0
+    assert any(p.message.startswith("held-out Dice") for p in ft)
     changed = any(
         not torch.equal(seg.backbone.state_dict()[k], v)
         for k, v in backbone.state_dict().items()

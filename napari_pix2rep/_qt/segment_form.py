@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..classes import DEFAULT_CLASSES, class_colors, format_classes, parse_classes
+from ..progress import format_duration
 from .common import compact_combo, notify_error
 from .settings import Settings
 
@@ -325,7 +326,7 @@ class SegmentForm(QWidget):
             self.progress.setValue(0 if stopped else 1)
 
     def show_progress(self, p: Any) -> None:
-        """One step of a job (fields stage, step, total, loss, message) in the bar and line."""
+        """One step of a job (stage, step, total, loss, message, eta_s) in the bar and line."""
         total = max(1, int(p.total))
         self.progress.setRange(0, total)
         self.progress.setValue(min(int(p.step), total))
@@ -334,4 +335,6 @@ class SegmentForm(QWidget):
             text += f" · loss {p.loss:.3f}"
         if p.message:
             text += f" · {p.message}"
+        if getattr(p, "eta_s", None) is not None and p.step < p.total:
+            text += f" · about {format_duration(p.eta_s)} left"
         self.status.setText(text)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 
 from ..classes import DEFAULT_CLASSES
-from ..progress import Progress
+from ..progress import Progress, format_duration
 from .common import CliError, StopOnSignal, add_device, add_seed, sigterm_interrupts
 
 
@@ -127,6 +127,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if p.stage != last["stage"] or p.step == p.total or p.step % 50 == 0:
             loss = f"  loss {p.loss:.4f}" if p.loss is not None else ""
             extra = f"  {p.message}" if p.message else ""
+            if p.eta_s is not None and p.step < p.total:
+                extra += f"  ETA {format_duration(p.eta_s)}"
             print(f"{p.stage} {p.step}/{p.total}{loss}{extra}", flush=True)
             last["stage"] = p.stage
 
@@ -173,6 +175,13 @@ def add_predict(sub) -> None:
         action="store_true",
         help="Also write <name>_uncertainty.nii.gz (1 - max probability).",
     )
+    p.add_argument(
+        "--localise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Segment the heart region found from the motion of a cine, or between images "
+        "given together on one grid (ED and ES of a stack); no labels used (default: on).",
+    )
     p.set_defaults(func=cmd_predict)
 
 
@@ -215,6 +224,32 @@ def predict_targets(images: Sequence[str], out_dir, uncertainty: bool) -> dict[s
     return targets
 
 
+def same_stack(images: Sequence[str]) -> dict[str, list[str]]:
+    """``{image: the other images that are phases of its stack}``: same shape, spacing
+    and affine (:func:`napari_pix2rep.loop.on_same_grid`), e.g. a patient's ED and ES."""
+    from ..images import read_image
+    from ..loop import on_same_grid
+
+    grids = {}
+    for path in images:
+        vol = read_image(path, kind="image")
+        grids[path] = (vol.shape, vol.spacing, vol.affine)
+    return {
+        a: [b for b in images if b != a and on_same_grid(*grids[a], *grids[b])] for a in images
+    }
+
+
+def _where(region, others: Sequence) -> str:
+    """What the output line says of the heart region ("" when the whole view was used)."""
+    if region is None:
+        return ""
+    if region.source != "motion":
+        return f", heart region from the {region.source}"
+    if others:
+        return f", heart region from the motion between it and {len(others)} other phase(s)"
+    return ", heart region from the cine's motion"
+
+
 @sigterm_interrupts
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..images import read_image
@@ -228,10 +263,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         targets = predict_targets(args.images, out_dir, args.uncertainty)
         seg = Segmenter.from_file(args.model)  # read once, for every image
+        phases = same_stack(list(targets)) if args.localise else {}
         stop = StopOnSignal()
         for path, (target, unc_target) in targets.items():
             t0 = time.perf_counter()
             vol = read_image(path, kind="image")  # a DICOM series: patient_description
+            others = [read_image(p, kind="image").data for p in phases.get(path, [])]
             job = predict_job(
                 seg,
                 (vol.data, vol.spacing),
@@ -239,6 +276,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 cleanup=args.cleanup,
                 should_stop=stop,
                 keep_free=None,
+                localise=args.localise,
+                other_frames=others,
             )
             result = stop.run(job)
             if result.cancelled:
@@ -247,7 +286,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             write_nifti(target, pred.labels, vol, kind="labels")
             if unc_target is not None:
                 write_nifti(unc_target, pred.uncertainty(), vol, kind="image")
-            print(f"{path} -> {target} ({time.perf_counter() - t0:.2f} s)", flush=True)
+            where = _where(result.region, others)
+            print(f"{path} -> {target} ({time.perf_counter() - t0:.2f} s{where})", flush=True)
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a folder made for outputs that never came is not left behind

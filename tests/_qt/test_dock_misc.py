@@ -136,3 +136,19 @@ def test_launcher_opens_images_and_docks(make_napari_viewer, monkeypatch, tmp_pa
     assert ran == [True]
     assert len(made) == 2
     assert [ly.name for ly in made[1].layers] == ["phantom", "phantom truth"]
+
+
+def test_fine_tuning_progress_shows_the_time_left(dock):
+    from napari_pix2rep.progress import Progress
+
+    panel = dock[1].segment_panel
+    panel.show_progress(
+        Progress("finetune", 40, 200, 0.5, eta_s=75.0, message="held-out Dice 0.8")
+    )
+    text = panel.status.text()
+    assert text.startswith("Fine-tuning 40/200") and "held-out Dice 0.8" in text, text
+    assert "about 1:15 left" in text, text
+    panel.show_progress(Progress("finetune", 200, 200, 0.4, eta_s=0.0))
+    assert "left" not in panel.status.text()
+    panel.show_progress(Progress("probe", 10, 300, 0.4))  # no estimate: nothing said
+    assert "left" not in panel.status.text()
