@@ -240,9 +240,12 @@ def same_stack(images: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _where(region, others: Sequence) -> str:
-    """What the output line says of the heart region ("" when the whole view was used)."""
+    """What the output line says of the heart region, or why there was none."""
     if region is None:
-        return ""
+        return (
+            ", whole view: no heart region found; give the phases of its stack together "
+            "(ED and ES) or the 4D cine for fewer false positives"
+        )
     if region.source != "motion":
         return f", heart region from the {region.source}"
     if others:
@@ -286,7 +289,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             write_nifti(target, pred.labels, vol, kind="labels")
             if unc_target is not None:
                 write_nifti(unc_target, pred.uncertainty(), vol, kind="image")
-            where = _where(result.region, others)
+            where = _where(result.region, others) if args.localise else ""
             print(f"{path} -> {target} ({time.perf_counter() - t0:.2f} s{where})", flush=True)
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
