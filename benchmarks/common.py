@@ -48,14 +48,20 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
-    """``--localise`` / ``--propagate`` (both on by default, as in the dock)."""
+def add_localise_flag(p: argparse.ArgumentParser, cue: str) -> None:
+    """``--localise`` / ``--no-localise`` (on by default, as in the dock and the CLI):
+    predict on the heart region that ``cue`` gives (no labels of the target)."""
     p.add_argument(
         "--localise",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="Predict on the heart region of the painted slices (the default).",
+        help=f"Predict on the heart region of {cue} (the default).",
     )
+
+
+def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
+    """``--localise`` / ``--propagate`` (both on by default, as in the dock)."""
+    add_localise_flag(p, "the painted slices")
     p.add_argument(
         "--propagate",
         action=argparse.BooleanOptionalAction,

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from common import (
     CLASS_NAMES,
+    add_localise_flag,
     draw_label_sets,
     load_cases,
     load_split,
@@ -59,14 +60,8 @@ def main() -> None:
         default=True,
         help="Keep the heart's largest 3D components (the default).",
     )
-    p.add_argument(
-        "--localise",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Predict on the heart region found from the ED/ES motion (no labels), as "
-        "`pix2rep predict ED ES` and the dock do (the default; the 2026-11-22 tables used "
-        "--no-localise).",
-    )
+    # the 2026-11-22 tables of docs/benchmarks.md used --no-localise
+    add_localise_flag(p, "the ED/ES motion, as `pix2rep predict ED ES` does")
     p.add_argument(
         "--merge",
         default=None,

@@ -14,12 +14,12 @@ background).
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 from common import (
     REPO,
+    add_localise_flag,
     draw_label_sets,
     load_cases,
     load_split,
@@ -63,12 +63,7 @@ def main() -> None:
     p.add_argument("--series", default=str(SERIES), help="The Sunnybrook DICOM series folder.")
     p.add_argument("--methods", default="linear,finetune")
     p.add_argument("--draws", type=int, default=3)
-    p.add_argument(
-        "--localise",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Predict on the heart region from the cine's motion (the default).",
-    )
+    add_localise_flag(p, "the cine's motion")
     args = p.parse_args()
     vol = read_dicom(args.series)
     contoured = contoured_slices(args.series, vol)

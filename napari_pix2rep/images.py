@@ -11,12 +11,14 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from .datafiles import is_nifti_path, nifti_stem
 from .dicom import read_dicom, series_name
 from .dicom_files import DicomError, folder_has_dicom, is_dicom_file
-from .nifti import NiftiError, Volume, read_nifti
+from .nifti import NiftiError, Volume, nifti_grid, read_nifti
 
-__all__ = ["image_stem", "is_dicom_source", "read_image"]
+__all__ = ["image_grid", "image_stem", "is_dicom_source", "read_image"]
 
 
 def is_dicom_source(path: str | os.PathLike[str]) -> bool:
@@ -49,6 +51,19 @@ def read_image(
     if p.is_dir():
         raise DicomError(f"{p} holds neither DICOM files nor is it a NIfTI file.")
     raise NiftiError(f"{p.name} is neither a NIfTI file (.nii, .nii.gz) nor a DICOM file.")
+
+
+def image_grid(
+    path: str | os.PathLike[str],
+) -> tuple[tuple[int, ...], tuple[float, ...], np.ndarray]:
+    """``(shape, spacing, affine)`` of an image as :func:`read_image` gives them: from the
+    header alone for NIfTI, by reading the series for DICOM. Same errors as
+    :func:`read_image`."""
+    p = Path(path)
+    if is_nifti_path(p) and not p.is_dir():
+        return nifti_grid(p)
+    vol = read_image(p, kind="image")
+    return vol.shape, vol.spacing, vol.affine
 
 
 def image_stem(path: str | os.PathLike[str]) -> str:

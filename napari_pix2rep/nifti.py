@@ -218,6 +218,55 @@ def is_label_file(path: str | os.PathLike[str] | None, vol: Volume | np.ndarray)
 # --------------------------------------------------------------------------- reading
 
 
+def _load(p: Path, max_voxels: int | None = None) -> nib.Nifti1Image:
+    """The NIfTI image object of ``p`` (header read, voxel data not yet); NiftiError."""
+    name = p.name
+    if not p.exists():
+        raise NiftiError(f"{p} does not exist.")
+    if p.is_dir():
+        raise NiftiError(f"{name} is a folder, not a NIfTI file.")
+    if p.stat().st_size == 0:
+        raise NiftiError(f"{name} is empty (0 bytes).")
+    try:
+        img = nib.load(str(p))
+    except ImageFileError as exc:
+        why = truncation(p, max_voxels)
+        if why is not None:
+            raise NiftiError(f"{name} is truncated or corrupt: {why}.") from exc
+        raise NiftiError(f"{name} is not a NIfTI file ({_reason(exc)}).") from exc
+    except Exception as exc:  # EOFError, zlib.error, OSError, HeaderDataError, ...
+        raise NiftiError(f"{name} is truncated or corrupt: {_reason(exc)}.") from exc
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
+        raise NiftiError(f"{name} is a {type(img).__name__}, not a single-file NIfTI-1/2 image.")
+    return img
+
+
+def _geometry(img: nib.Nifti1Image, name: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """On-disk shape (a trailing single frame dropped) and display-order spacing."""
+    shape = tuple(int(s) for s in img.shape)
+    while len(shape) > 3 and shape[-1] == 1:  # e.g. (x, y, z, 1): a 4D file with one frame
+        shape = shape[:-1]
+    if len(shape) not in (3, 4):
+        raise NiftiError(
+            f"{name} has {len(shape)} dimensions {tuple(img.shape)}; "
+            "only 3D (x, y, z) and 4D (x, y, z, t) volumes are supported."
+        )
+    if 0 in shape:
+        raise NiftiError(f"{name} has an empty dimension {tuple(img.shape)}.")
+    return shape, spacing_from_header(img.header, len(shape), name)
+
+
+def nifti_grid(
+    path: str | os.PathLike[str],
+) -> tuple[tuple[int, ...], tuple[float, ...], np.ndarray]:
+    """Shape and spacing in display order (as :func:`read_nifti` gives them) and the affine,
+    from the header alone (no voxel data read). Raises :class:`NiftiError`."""
+    p = Path(path)
+    img = _load(p)
+    shape, spacing = _geometry(img, p.name)
+    return tuple(reversed(shape)), spacing, np.array(img.affine, dtype=np.float64)
+
+
 def read_nifti(
     path: str | os.PathLike[str],
     *,
@@ -238,34 +287,8 @@ def read_nifti(
         raise ValueError(f"kind must be 'auto', 'image' or 'labels', not {kind!r}.")
     p = Path(path)
     name = p.name
-    if not p.exists():
-        raise NiftiError(f"{p} does not exist.")
-    if p.is_dir():
-        raise NiftiError(f"{name} is a folder, not a NIfTI file.")
-    if p.stat().st_size == 0:
-        raise NiftiError(f"{name} is empty (0 bytes).")
-    try:
-        img = nib.load(str(p))
-    except ImageFileError as exc:
-        why = truncation(p, max_voxels)
-        if why is not None:
-            raise NiftiError(f"{name} is truncated or corrupt: {why}.") from exc
-        raise NiftiError(f"{name} is not a NIfTI file ({_reason(exc)}).") from exc
-    except Exception as exc:  # EOFError, zlib.error, OSError, HeaderDataError, ...
-        raise NiftiError(f"{name} is truncated or corrupt: {_reason(exc)}.") from exc
-    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
-        raise NiftiError(f"{name} is a {type(img).__name__}, not a single-file NIfTI-1/2 image.")
-
-    shape = tuple(int(s) for s in img.shape)
-    while len(shape) > 3 and shape[-1] == 1:  # e.g. (x, y, z, 1): a 4D file with one frame
-        shape = shape[:-1]
-    if len(shape) not in (3, 4):
-        raise NiftiError(
-            f"{name} has {len(shape)} dimensions {tuple(img.shape)}; "
-            "only 3D (x, y, z) and 4D (x, y, z, t) volumes are supported."
-        )
-    if 0 in shape:
-        raise NiftiError(f"{name} has an empty dimension {tuple(img.shape)}.")
+    img = _load(p, max_voxels)
+    shape, spacing = _geometry(img, name)
 
     header = img.header
     on_disk = header.get_data_dtype()
@@ -274,7 +297,6 @@ def read_nifti(
         float(getattr(proxy, "slope", 1.0)) == 1.0 and float(getattr(proxy, "inter", 0.0)) == 0.0
     )
     raw_ints = kind != "image" and np.issubdtype(on_disk, np.integer) and unscaled
-    spacing = spacing_from_header(header, len(shape), name)
     try:
         itemsize = on_disk.itemsize if raw_ints and kind == "labels" else 4  # else float32
         check_declared_size(name, shape, itemsize, max_voxels)

@@ -469,7 +469,9 @@ def test_train_classes_are_parsed_with_the_duplicate_check(case, tmp_path, capsy
     assert not out.exists()
 
 
-def test_predict_localises_the_heart_from_phases_given_together(tiny_segmenter, tmp_path, capsys):
+def test_predict_localises_the_heart_from_phases_given_together(
+    tiny_segmenter, tmp_path, capsys, monkeypatch
+):
     """ED and ES of one stack (same grid) given together: each is segmented on the heart
     region of their motion; an image on another grid, or --no-localise, on the whole view."""
     cine = make_phantom(n_slices=4, size=(64, 64), n_frames=6, seed=5)
@@ -482,7 +484,13 @@ def test_predict_localises_the_heart_from_phases_given_together(tiny_segmenter, 
     lone = write_nifti(tmp_path / "lone.nii.gz", other.image, other.to_volume(), kind="image")
     paths.append(str(lone))
     out = ["--out-dir", str(tmp_path / "o"), "--model", str(tiny_segmenter)]
+    from napari_pix2rep import images
+
+    reads = []
+    real_read = images.read_image
+    monkeypatch.setattr(images, "read_image", lambda p, **k: reads.append(p) or real_read(p, **k))
     assert main(["predict", *paths, *out]) == 0
+    assert sorted(reads) == sorted(paths)  # each image read once (NIfTI grids: headers)
     printed = capsys.readouterr()
     lines = printed.out.strip().splitlines()
     assert len(lines) == 3

@@ -141,6 +141,25 @@ def test_image_dtype_falls_back_to_float32_when_lossy(tmp_path):
     np.testing.assert_array_equal(b.get_fdata(), data * 0.5)
 
 
+@pytest.mark.parametrize("shape", [(16, 12, 5, 7), (10, 9, 4, 1), (8, 6, 3)])
+def test_grid_from_the_header_is_what_reading_gives(tmp_path, shape):
+    data = np.random.default_rng(4).random(shape).astype(np.float32)
+    zooms = (1.5, 1.25, 10.0, 35.0)[: len(shape)]
+    src = _save(tmp_path / "g.nii.gz", data, _oblique_header(shape, zooms, np.float32))
+    vol = read_nifti(src)
+    grid_shape, spacing, affine = nifti.nifti_grid(src)
+    assert grid_shape == vol.shape and spacing == vol.spacing
+    np.testing.assert_array_equal(affine, vol.affine)
+    with pytest.raises(NiftiError, match="is empty"):
+        nifti.nifti_grid(_empty(tmp_path))
+
+
+def _empty(tmp_path):
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    return empty
+
+
 def test_single_frame_4d_is_squeezed_and_restored(tmp_path, assert_same_header):
     data = np.random.default_rng(3).random((10, 9, 4, 1)).astype(np.float32)
     src = _save(

@@ -224,19 +224,23 @@ def predict_targets(images: Sequence[str], out_dir, uncertainty: bool) -> dict[s
     return targets
 
 
-def same_stack(images: Sequence[str]) -> dict[str, list[str]]:
-    """``{image: the other images that are phases of its stack}``: same shape, spacing
-    and affine (:func:`napari_pix2rep.loop.on_same_grid`), e.g. a patient's ED and ES."""
-    from ..images import read_image
+def same_stack(images: Sequence[str]) -> list[list[str]]:
+    """``images`` grouped into stacks, in the order given: images with the same shape,
+    spacing and affine (:func:`napari_pix2rep.loop.on_same_grid`) are phases of one
+    stack, e.g. a patient's ED and ES. NIfTI geometry comes from the headers alone."""
+    from ..images import image_grid
     from ..loop import on_same_grid
 
-    grids = {}
+    stacks: list[tuple[tuple, list[str]]] = []
     for path in images:
-        vol = read_image(path, kind="image")
-        grids[path] = (vol.shape, vol.spacing, vol.affine)
-    return {
-        a: [b for b in images if b != a and on_same_grid(*grids[a], *grids[b])] for a in images
-    }
+        grid = image_grid(path)
+        for first, members in stacks:
+            if on_same_grid(*first, *grid):
+                members.append(path)
+                break
+        else:
+            stacks.append((grid, [path]))
+    return [members for _, members in stacks]
 
 
 def _where(region, others: Sequence) -> str:
@@ -266,31 +270,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         targets = predict_targets(args.images, out_dir, args.uncertainty)
         seg = Segmenter.from_file(args.model)  # read once, for every image
-        phases = same_stack(list(targets)) if args.localise else {}
+        stacks = same_stack(list(targets)) if args.localise else [[p] for p in targets]
         stop = StopOnSignal()
-        for path, (target, unc_target) in targets.items():
-            t0 = time.perf_counter()
-            vol = read_image(path, kind="image")  # a DICOM series: patient_description
-            others = [read_image(p, kind="image").data for p in phases.get(path, [])]
-            job = predict_job(
-                seg,
-                (vol.data, vol.spacing),
-                device=args.device,
-                cleanup=args.cleanup,
-                should_stop=stop,
-                keep_free=None,
-                localise=args.localise,
-                other_frames=others,
-            )
-            result = stop.run(job)
-            if result.cancelled:
-                raise Stopped
-            pred = result.prediction
-            write_nifti(target, pred.labels, vol, kind="labels")
-            if unc_target is not None:
-                write_nifti(unc_target, pred.uncertainty(), vol, kind="image")
-            where = _where(result.region, others) if args.localise else ""
-            print(f"{path} -> {target} ({time.perf_counter() - t0:.2f} s{where})", flush=True)
+        for stack in stacks:  # each image read once; a stack's phases held together
+            vols = {p: read_image(p, kind="image") for p in stack}  # DICOM: patient_description
+            for path in stack:
+                target, unc_target = targets[path]
+                t0 = time.perf_counter()
+                vol = vols[path]
+                others = [vols[p].data for p in stack if p != path]
+                job = predict_job(
+                    seg,
+                    (vol.data, vol.spacing),
+                    device=args.device,
+                    cleanup=args.cleanup,
+                    should_stop=stop,
+                    keep_free=None,
+                    localise=args.localise,
+                    other_frames=others,
+                )
+                result = stop.run(job)
+                if result.cancelled:
+                    raise Stopped
+                pred = result.prediction
+                write_nifti(target, pred.labels, vol, kind="labels")
+                if unc_target is not None:
+                    write_nifti(unc_target, pred.uncertainty(), vol, kind="image")
+                where = _where(result.region, others) if args.localise else ""
+                seconds = time.perf_counter() - t0
+                print(f"{path} -> {target} ({seconds:.2f} s{where})", flush=True)
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a folder made for outputs that never came is not left behind
