@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_pix2rep import propagate
 from napari_pix2rep.acdc import GROUPS, Case, list_cases, split_validation
 from napari_pix2rep.checkpoint import default_backbone_path
 from napari_pix2rep.nets.unet import UNet
@@ -26,6 +27,7 @@ from napari_pix2rep.preprocess import PreprocessConfig
 from napari_pix2rep.pretrain import Pretrainer
 from napari_pix2rep.pretrain_config import PretrainConfig
 from napari_pix2rep.progress import run_to_end
+from napari_pix2rep.propagate import Registration
 from napari_pix2rep.protocols import CLASS_NAMES, LoadedCase
 from napari_pix2rep.segmenter import load_backbone
 from napari_pix2rep.slices import load_slices
@@ -68,6 +70,36 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
         default=True,
         help="Carry the painted ED slices to ES by registration (the default).",
     )
+    p.add_argument(
+        "--fuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Fuse ES's prediction with ED's carried onto it (the default, as in the dock).",
+    )
+    p.add_argument(
+        "--registration",
+        type=registration,
+        default=None,
+        metavar="GRID,STEPS,BENDING",
+        help="Registration settings to compare (default: the shipped ones, 6,120,0.05).",
+    )
+
+
+def registration(text: str) -> Registration:
+    """``GRID,STEPS,BENDING`` (control grid in pixels, Adam steps per level, bending)."""
+    try:
+        grid, steps, bending = text.split(",")
+        return Registration(int(grid), int(steps), float(bending))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GRID,STEPS,BENDING, got {text!r}") from None
+
+
+def use_registration(args: argparse.Namespace) -> str:
+    """Install ``--registration`` for this run; its description for the results."""
+    if args.registration is not None:
+        propagate.REGISTRATION = args.registration
+    r = propagate.REGISTRATION
+    return f"registration grid {r.control_spacing} px, {r.steps} steps, bending {r.bending}"
 
 
 def cases_root(data: str) -> Path:

@@ -6,6 +6,7 @@ then segments the other ED slices and the whole ES volume (DICE on everything no
 given). The clinician's loop in the dock, measured.
 
     python benchmarks/few_slice.py --data ../shared/data/acdc [--modes linear,finetune]
+        [--no-localise] [--no-propagate] [--no-fuse] [--registration G,S,B] [--patients N]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from common import (
     table,
     tagged,
     train_configs,
+    use_registration,
     write_results,
 )
 
@@ -51,6 +53,7 @@ def main() -> None:
     )
     add_pipeline_flags(p)
     args = p.parse_args()
+    reg = use_registration(args)
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)
     val = load_cases(spread_subset(val_cases, args.patients))
@@ -69,18 +72,27 @@ def main() -> None:
             cleanup=args.cleanup,
             localise=args.localise,
             propagate=args.propagate,
+            fuse=args.fuse,
             progress=lambda m, n=name: print(f"{n} {m}", flush=True),
         )
         runs[name] = rows
-    header = ["method", "phase", *CLASS_NAMES, "mean", "train s / patient"]
+    header = ["method", "phase", *CLASS_NAMES, "mean", "train s / patient", "s / patient"]
     lines = []
     for name, rows in runs.items():
         for phase in ("ED", "ES", "both"):
             mine = [r for r in rows if phase == "both" or r["phase"] == phase]
             s = summarise(mine)
-            per = sum(r["train_s"] for r in mine if r["phase"] == "ED") / max(1, len(val))
+            ed = [r for r in mine if r["phase"] == "ED"]
+            per = sum(r["train_s"] for r in ed) / max(1, len(val))
+            total = sum(r["seconds"] for r in ed) / max(1, len(val))
             lines.append(
-                [name, phase, *(f"{s[k]:.3f}" for k in (*CLASS_NAMES, "mean")), f"{per:.1f}"]
+                [
+                    name,
+                    phase,
+                    *(f"{s[k]:.3f}" for k in (*CLASS_NAMES, "mean")),
+                    f"{per:.1f}",
+                    f"{total:.1f}",
+                ]
             )
     spread = {n: mean_spread([r["mean"] for r in rows]) for n, rows in runs.items()}
     ef_lines = []
@@ -92,7 +104,7 @@ def main() -> None:
     md = (
         f"few-slice-acdc on {len(val)} validation patients, backbone `{model_name}`: "
         "2 given ED slices per patient, DICE on the other ED slices and all of ES "
-        f"(localise={args.localise}, propagate={args.propagate}).\n\n"
+        f"(localise={args.localise}, propagate={args.propagate}, fuse={args.fuse}, {reg}).\n\n"
         + table(header, lines)
         + "\n\nper-volume mean DICE, mean ± std over volumes: "
         + ", ".join(f"{n} {v}" for n, v in spread.items())

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection, Generator, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Collection, Generator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from .progress import Progress, StopCheck, never, until_stopped
+from .threads import cpu_threads
 
 __all__ = [
     "PretrainResult",
     "SegmentResult",
-    "cpu_threads",
     "load_model_source",
     "predict_job",
     "pretrain_job",
@@ -61,27 +61,6 @@ class SegmentResult:
     trained: bool = True
     uncertainty: np.ndarray | None = None
     region: Any = None  # the HeartRegion prediction ran on (None: the whole view)
-
-
-@contextmanager
-def cpu_threads(device: Any, keep_free: int | None = 1) -> Iterator[None]:
-    """On the CPU, let torch use all cores but ``keep_free`` while the block runs.
-
-    Call it in the thread that computes (torch's OpenMP thread count is per thread). The
-    previous count is restored afterwards. No effect on accelerators, nor with
-    ``keep_free=None`` (the CLI: the thread count stays the user's, e.g. OMP_NUM_THREADS).
-    """
-    import torch
-
-    if keep_free is None or getattr(device, "type", str(device)) != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - keep_free))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- pretraining
@@ -373,10 +352,15 @@ def segment_job(
     (:func:`napari_pix2rep.localise.locate_heart`: the target's paint, else that of the
     pairs on its grid, else the motion of a cine); with ``propagate`` (training only)
     painted slices are carried onto the target first
-    (:func:`napari_pix2rep.loop.carry_iter`).
+    (:func:`napari_pix2rep.loop.carry_iter`) and a 3D target is predicted fused with
+    the other painted phases of its stack (:func:`napari_pix2rep.loop.fusion_sources`,
+    :func:`napari_pix2rep.propagate.predict_fused_iter`), each predicted by a linear
+    probe of its own paint (a fine-tuned segmenter predicts them itself).
     """
     from .device import release_memory, resolve_device
-    from .loop import carry_iter, grid_pairs, heart_region
+    from .loop import carry_iter, fusion_sources, grid_pairs, heart_region
+    from .predict import DEFAULT_CLEANUP
+    from .propagate import predict_fused_iter
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
@@ -412,7 +396,29 @@ def segment_job(
             else:
                 _require_segmenter(source)
                 segmenter = source
-            pred = yield from _predict(segmenter, target, dev, should_stop, region)
+            sources = []
+            for k in fusion_sources(pairs, target, grid) if train and propagate else []:
+                seg = segmenter  # a fine-tune is not repeated; a probe of its own paint is
+                if cfg.mode == "linear":
+                    seg = yield from _train(
+                        source,
+                        preprocess,
+                        [pairs[k]],
+                        cfg,
+                        dev,
+                        [names[k]],
+                        [background[k]],
+                        should_stop,
+                    )
+                    if seg is None:
+                        return stopped()
+                sources.append((np.asarray(pairs[k][0]), seg))
+            if sources:
+                pred = yield from predict_fused_iter(
+                    segmenter, target, sources, dev, DEFAULT_CLEANUP, region, should_stop
+                )
+            else:
+                pred = yield from _predict(segmenter, target, dev, should_stop, region)
         finally:
             release_memory(dev)
     if pred is None:

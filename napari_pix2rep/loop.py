@@ -4,7 +4,8 @@
   localise the heart (:func:`on_same_grid`, :func:`heart_paint`);
 - which painted slices are carried onto the target by registration
   (:func:`carry_plan`, for a 3D target and another phase; :func:`cine_carry_plan`, for a
-  cine painted in one frame: to the frame most different from it, about ES);
+  cine painted in one frame: to the frame most different from it, about ES), and which
+  phases' predictions a 3D target's is fused with (:func:`fusion_sources`);
 - which slices "Use corrections" marks background-only (:func:`corrected_background`)
   and how the annotated-slice list shows them (:func:`annotation_summary`).
 
@@ -208,6 +209,22 @@ def grid_pairs(
         if same:
             out.append(k)
     return out
+
+
+def fusion_sources(
+    pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
+    target: tuple[np.ndarray, Sequence[float]],
+    grid: Sequence[int],
+) -> list[int]:
+    """The pairs a 3D target's prediction is fused with: the other phases of its stack
+    (``grid``, from :func:`grid_pairs`) holding painted slices, not the target's own image
+    again; none for a cine."""
+    image = np.asarray(target[0])
+    if image.ndim != 3:
+        return []
+    return [
+        k for k in grid if np.asarray(pairs[k][2]).any() and not np.array_equal(pairs[k][0], image)
+    ]
 
 
 def carry_iter(

@@ -120,9 +120,17 @@ def predict_iter(
             yield Progress("predict", n_frames, n_frames, message=f"Segmented {n_frames} frames")
     finally:
         release_memory(dev)
+    return label_probabilities(probs, cleanup, region)
+
+
+def label_probabilities(
+    probs: np.ndarray, cleanup: bool = DEFAULT_CLEANUP, region: HeartRegion | None = None
+) -> Prediction:
+    """The :class:`Prediction` of class probabilities ``(K, *shape)``: argmax, then (with
+    ``cleanup``) :func:`largest_component` in ``region``."""
     labels = probs.argmax(axis=0).astype(np.uint8)
     if cleanup:
-        labels = largest_component(labels, segmenter.n_classes, region)
+        labels = largest_component(labels, probs.shape[0], region)
     return Prediction(labels, probs)
 
 

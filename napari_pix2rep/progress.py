@@ -27,7 +27,7 @@ class Progress:
     """One step of a long operation.
 
     ``stage`` is "loading", "pretrain", "carry", "features", "local-contrast", "probe",
-    "finetune" or "predict"; ``step`` of ``total`` is done. ``eta_s`` (seconds left),
+    "finetune", "predict" or "fuse"; ``step`` of ``total`` is done. ``eta_s`` (seconds left),
     ``rate`` (slices per second) and ``lr`` (learning rate) are reported by pretraining
     (``eta_s`` also by fine-tuning).
     """

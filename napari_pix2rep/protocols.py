@@ -35,7 +35,8 @@ from .loop import carry_plan
 from .metrics import dice_per_class, ejection_fraction, structure_volumes
 from .nifti import Volume
 from .predict import DEFAULT_CLEANUP, predict_volume
-from .propagate import propagate_slices
+from .progress import run_to_end
+from .propagate import predict_fused_iter, propagate_slices
 from .segmenter import Segmenter
 from .train_config import TrainConfig
 from .training import train_segmenter
@@ -145,13 +146,17 @@ def segment_phases(
     localise: bool = True,
     propagate: bool = True,
     background: tuple[set[int], set[int]] = (set(), set()),
+    fuse: bool = True,
 ):
     """Train on what is painted in ED and ES, segment both; ``(ED, ES predictions, s)``.
 
     The heart region comes from the painted slices. With ``propagate`` each phase is
     segmented by its own segmenter, trained on everything painted plus the other
     phase's painted slices carried onto it by registration (what a painted slice says
-    about the target phase); without, one segmenter trains on what is painted.
+    about the target phase), and (with ``fuse``) a phase whose other phase was painted is
+    predicted fused with that phase's prediction carried onto it
+    (:func:`~napari_pix2rep.propagate.predict_fused_iter`), as the dock does; without
+    ``propagate``, one segmenter trains on what is painted.
     ``background`` lists ED's and ES's background-only slices (flat indices).
     """
     t0 = time.perf_counter()
@@ -188,10 +193,24 @@ def segment_phases(
         one = train(labels)
         segs = {"ED": one, "ES": one}
     train_s = time.perf_counter() - t0
-    preds = [
-        predict_volume(segs[ph], v.data, v.spacing, device, cleanup=cleanup, region=region)
-        for ph, v in (("ED", case.ed), ("ES", case.es))
-    ]
+    vols = {"ED": case.ed, "ES": case.es}
+    preds = []
+    for ph, other in (("ED", "ES"), ("ES", "ED")):
+        v = vols[ph]
+        if fuse and propagate and same_grid and labels[other].any():  # other phase painted
+            gen = predict_fused_iter(
+                segs[ph],
+                (v.data, v.spacing),
+                [(vols[other].data, segs[other])],
+                device,
+                cleanup,
+                region,
+            )
+            preds.append(run_to_end(gen))
+        else:
+            preds.append(
+                predict_volume(segs[ph], v.data, v.spacing, device, cleanup=cleanup, region=region)
+            )
     return preds[0], preds[1], train_s
 
 
@@ -212,19 +231,32 @@ def few_slice(
     progress: Callable[[str], None] | None = None,
     localise: bool = True,
     propagate: bool = True,
+    fuse: bool = True,
 ) -> list[dict]:
     """few-slice-acdc: one segmenter per case from k ED slices; DICE on the rest.
 
-    See :func:`segment_phases` for ``localise`` and ``propagate``.
+    See :func:`segment_phases` for ``localise``, ``propagate`` and ``fuse``.
     """
     rows = []
     for c in cases:
         given = few_slice_given(c.ed_gt.data, k)
         labels = np.zeros_like(c.ed_gt.data)
         labels[given] = c.ed_gt.data[given]
+        t0 = time.perf_counter()
         ed, es, train_s = segment_phases(
-            source, preprocess, c, labels, None, cfg, device, cleanup, localise, propagate
+            source,
+            preprocess,
+            c,
+            labels,
+            None,
+            cfg,
+            device,
+            cleanup,
+            localise,
+            propagate,
+            fuse=fuse,
         )
+        seconds = time.perf_counter() - t0
         keep = np.ones(c.ed.data.shape, bool)
         keep[given] = False
         # EF as the user would read it: the painted slices keep what was painted
@@ -241,6 +273,7 @@ def few_slice(
                     "phase": phase,
                     "given": given,
                     "train_s": round(train_s, 2),
+                    "seconds": round(seconds, 2),
                     **score(pred.labels, gt.data, mask),
                     **ef,
                 }
@@ -265,6 +298,7 @@ def annotation_loop(
     localise: bool = True,
     propagate: bool = True,
     progress: Callable[[str], None] | None = None,
+    fuse: bool = True,
 ) -> list[dict]:
     """The annotation loop (module docstring): one row per case and round.
 
@@ -282,6 +316,7 @@ def annotation_loop(
                 idx = sorted(painted[ph])
                 labels[ph][idx] = gt[idx]
             background = tuple({z for z in painted[ph] if not truth[ph][z].any()} for ph in truth)
+            t0 = time.perf_counter()
             ed, es, train_s = segment_phases(
                 source,
                 preprocess,
@@ -294,8 +329,15 @@ def annotation_loop(
                 localise,
                 propagate,
                 background,
+                fuse,
             )
-            row = {"case": c.case.id, "round": r, "painted": 2 + r, "train_s": round(train_s, 2)}
+            row = {
+                "case": c.case.id,
+                "round": r,
+                "painted": 2 + r,
+                "train_s": round(train_s, 2),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
             worst = (-1, "", -1)
             for ph, pred in (("ED", ed.labels), ("ES", es.labels)):
                 keep = np.ones(truth[ph].shape, bool)

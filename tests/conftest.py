@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -14,6 +15,15 @@ ACDC_ROOT = (REPO / "../shared/data/acdc").resolve()
 
 #: header fields that legitimately change when the data type changes on write
 DTYPE_FIELDS = ("datatype", "bitpix", "scl_slope", "scl_inter", "cal_min", "cal_max")
+
+
+@pytest.fixture(autouse=True)
+def _thread_count_as_chosen(monkeypatch):
+    """The CLI's thread count follows the machine's load unless the user chose one
+    (napari_pix2rep.threads); tests choose, so what they print does not depend on
+    what else the machine runs (tests/test_threads.py covers the load rule)."""
+    if not any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        monkeypatch.setenv("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,13 @@ def dataset(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "extra"),
-    [("one_shot.py", []), ("few_slice.py", ["--modes", "linear,finetune", "--baseline"])],
+    [
+        ("one_shot.py", []),
+        (
+            "few_slice.py",
+            ["--modes", "linear,finetune", "--baseline", "--registration", "8,20,0.1"],
+        ),
+    ],
 )
 def test_quick_mode_writes_tables(dataset, tmp_path, script, extra):
     out = tmp_path / "results"
@@ -125,3 +131,26 @@ def test_other_scanner_quick_mode_on_the_sunnybrook_series(dataset, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     (r,) = json.loads((out / "other_scanner.json").read_text())["runs"]
     assert 0.0 <= r["summary"]["LV"] <= 1.0 and len(r["summary"]["LV per phase"]) == 2
+
+
+@pytest.mark.slow
+def test_interactive_loop_scores_every_round(dataset, tmp_path):
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(BENCH / "interactive.py"), "--data", str(dataset), "--quick"]
+    cmd += ["--rounds", "1", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads((out / "interactive.json").read_text())["rows"]
+    assert {r["round"] for r in rows} == {0, 1} and all(r["seconds"] > 0 for r in rows)
+    assert "fuse=True" in (out / "interactive.md").read_text()
+
+
+def test_registration_flag_is_checked():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from common import registration
+    finally:
+        sys.path.remove(str(BENCH))
+    assert registration("6,80,0.05").control_spacing == 6
+    with pytest.raises(Exception, match="GRID,STEPS,BENDING"):
+        registration("6,80")

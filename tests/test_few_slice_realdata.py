@@ -1,9 +1,9 @@
 """few-slice-acdc on three validation patients stays above a floor (the shipped model).
 
 The floor sits just under what the benchmark measured for these patients
-(`benchmarks/few_slice.py`, docs/benchmarks.md: ED/ES means 0.805/0.760, 0.700/0.695,
-0.805/0.737, i.e. 0.750 over the six volumes), so a change that costs accuracy on real
-scans fails here and not only in a benchmark nobody reran.
+(`benchmarks/few_slice.py --tag fused`, docs/results/few_slice_fused.json: ED/ES means
+0.805/0.777, 0.700/0.697, 0.805/0.740, i.e. 0.754 over the six volumes), so a change that
+costs accuracy on real scans fails here and not only in a benchmark nobody reran.
 """
 
 from __future__ import annotations
@@ -33,5 +33,5 @@ def test_few_slice_on_three_validation_patients_stays_above_the_floor(acdc_root)
     rows = few_slice(backbone, preprocess, loaded, TrainConfig(mode="linear"), "cpu")
     means = {(r["case"], r["phase"]): r["mean"] for r in rows}
     assert len(means) == 6
-    assert np.mean(list(means.values())) >= 0.73, means
-    assert min(means.values()) >= 0.66, means
+    assert np.mean(list(means.values())) >= 0.74, means
+    assert min(means.values()) >= 0.67, means

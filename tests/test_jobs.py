@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 
-from napari_pix2rep.jobs import cpu_threads, pretrain_job, segment_job
+from napari_pix2rep.jobs import pretrain_job, segment_job
 from napari_pix2rep.nifti_write import write_nifti
 from napari_pix2rep.phantom import make_phantom
 from napari_pix2rep.predict import predict_volume
@@ -104,15 +102,6 @@ def test_pretrain_job_checks_and_locks_its_output_first(tmp_path):
 def test_pretrain_job_needs_data(tmp_path):
     with pytest.raises(ValueError, match="No data"):
         drive(pretrain_job([], [], out=tmp_path / "x.pt", config=TINY))
-
-
-def test_cpu_threads_restores_the_count():
-    before = torch.get_num_threads()
-    with cpu_threads(torch.device("cpu")):
-        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) - 1)
-    assert torch.get_num_threads() == before
-    with cpu_threads(torch.device("meta")):
-        assert torch.get_num_threads() == before
 
 
 def test_segment_job_trains_predicts_and_reuses(quick_backbone):

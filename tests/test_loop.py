@@ -14,6 +14,7 @@ from napari_pix2rep.loop import (
     carry_plan,
     cine_carry_plan,
     corrected_background,
+    fusion_sources,
     heart_paint,
     most_different_frame,
     on_same_grid,
@@ -100,6 +101,16 @@ def test_cine_carry_goes_to_the_most_different_frame():
     assert cine_carry_plan(cine.image[:1], lab[:1]) is None
 
 
+def test_fusion_sources_are_other_painted_phases_of_a_3d_target():
+    ed, es = np.zeros((3, 8, 8), np.float32), np.ones((3, 8, 8), np.float32)
+    painted, empty = np.zeros((3, 8, 8), np.uint8), np.zeros((3, 8, 8), np.uint8)
+    painted[1, 2, 2] = 3
+    pairs = [(ed, (10, 1, 1), painted), (es.copy(), (10, 1, 1), painted), (ed, (10, 1, 1), empty)]
+    target = (es, (10, 1, 1))
+    assert fusion_sources(pairs, target, [0, 1, 2]) == [0]  # not ES itself, not unpainted
+    assert fusion_sources(pairs, (es[None], (1, 10, 1, 1)), [0]) == []  # a cine: never
+
+
 def test_grid_and_paint_rules():
     a = np.eye(4)
     b = a.copy()
@@ -152,6 +163,18 @@ def test_segment_job_predicts_on_the_painted_heart_and_carries_to_es(backbone):
     used = sorted(map(tuple, result.segmenter.meta["annotated_slices"]))
     assert used == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2)]
     assert _outside_is_background(result.prediction, region)
+    # ES's prediction is fused with ED's (by a probe of ED's own paint), carried onto ES
+    assert sum(p.stage == "features" and p.step == 0 for p in seen) == 2
+    stages = [p.stage for p in seen]
+    assert stages.index("fuse") > stages.index("predict")
+    assert any(p.message == "Segmenting the other phase" for p in seen)
+    fuse = [p for p in seen if p.stage == "fuse"]
+    assert fuse[-1].step == fuse[-1].total == es.shape[0]
+    steps, alone = drive(
+        segment_job(result.segmenter, [], (es, spacing), device="cpu", train=False)
+    )
+    assert not any(p.stage == "fuse" for p in steps)  # predict only: no fusion
+    assert not np.array_equal(alone.prediction.probabilities, result.prediction.probabilities)
 
     # no localisation: the whole field of view is segmented
     _, whole = drive(
@@ -159,10 +182,12 @@ def test_segment_job_predicts_on_the_painted_heart_and_carries_to_es(backbone):
     )
     assert not np.all(whole.prediction.probabilities[0][~region.mask(es.shape)] == 1.0)
 
-    # a cancel while carrying changes nothing
+    # a cancel while carrying, or while fusing, changes nothing
     seen, cancelled = drive(job, stop_when=lambda p: p.stage == "carry")
     assert cancelled.cancelled and cancelled.prediction is None
     assert [p.stage for p in seen] == ["carry"]
+    seen, cancelled = drive(job, stop_when=lambda p: p.stage == "fuse")
+    assert cancelled.cancelled and cancelled.prediction is None and seen[-1].stage == "fuse"
 
 
 def test_segment_job_cine_carries_to_the_es_frame_and_uses_motion(backbone):
@@ -181,6 +206,7 @@ def test_segment_job_cine_carries_to_the_es_frame_and_uses_motion(backbone):
     )
     g = most_different_frame(ph.image, 0)
     assert any(p.message == f"Carrying 1 painted slice to frame {g}" for p in seen)
+    assert not any(p.stage == "fuse" for p in seen)  # a cine is not fused
     used = sorted(map(tuple, result.segmenter.meta["annotated_slices"]))
     assert used == [(0, 1), (1, 1)]  # frame 0 slice 1 (flat 1), and slice 1 carried
     region = locate_heart(ph.image, ph.spacing, annotation=labels)

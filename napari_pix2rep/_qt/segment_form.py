@@ -45,6 +45,7 @@ STAGE_NAMES = {
     "finetune": "Fine-tuning",
     "local-contrast": "Local contrastive stage",
     "predict": "Segmenting",
+    "fuse": "Fusing the phases",
 }
 
 

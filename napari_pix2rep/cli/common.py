@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import signal
 import sys
 import threading
@@ -81,9 +82,14 @@ class StopOnSignal:
         self,
         job: Generator[Progress, None, T],
         report: Callable[[Progress], None] | None = None,
+        note: str | None = None,
     ) -> T:
         """Drive ``job`` to its end (``report`` sees each step) with the signals asking it
-        to stop; the previous handlers are restored afterwards."""
+        to stop; the previous handlers are restored afterwards. ``note`` goes to stderr
+        when computing starts (the first step past loading, after the input checks, so an
+        error stays one sentence)."""
+        if note:
+            report = _noting(report, note)
         if threading.current_thread() is not threading.main_thread():
             return run_to_end(job, report)
         previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
@@ -92,6 +98,45 @@ class StopOnSignal:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+def _noting(report: Callable[[Progress], None] | None, note: str) -> Callable[[Progress], None]:
+    said = []
+
+    def first_says(p: Progress) -> None:
+        if not said and p.stage not in ("loading", "note"):  # computing starts
+            print(note, file=sys.stderr, flush=True)
+            said.append(True)
+        if report is not None:
+            report(p)
+
+    return first_says
+
+
+def cores_to_leave(device: str) -> tuple[int | None, str | None]:
+    """``keep_free`` for a CLI job on ``device`` (:func:`~napari_pix2rep.threads.busy_cores`)
+    and, when other processes keep cores busy, the note saying how many threads it gets
+    (for :meth:`StopOnSignal.run`)."""
+    from ..device import resolve_device
+    from ..threads import busy_cores, cpu_count
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this OS
+        load = 0.0
+    keep = busy_cores(load=load)
+    try:
+        on_cpu = resolve_device(device).type == "cpu"
+    except ValueError:  # the job says which devices there are
+        on_cpu = False
+    if not (keep and on_cpu):
+        return keep, None
+    n = cpu_count() - keep
+    note = (
+        f"The machine is busy (load {load:.1f} on {cpu_count()} cores): computing on "
+        f"{n} thread{'s' if n > 1 else ''} (set OMP_NUM_THREADS to choose)."
+    )
+    return keep, note
 
 
 # -- options several commands take ---------------------------------------------------------

@@ -15,6 +15,7 @@ from .common import (
     StopOnSignal,
     add_device,
     add_seed,
+    cores_to_leave,
     sigterm_interrupts,
 )
 
@@ -153,6 +154,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                 window.clear()
 
     stop = StopOnSignal()
+    keep_free, note = cores_to_leave(args.device)
     job = pretrain_job(
         [],
         args.data,
@@ -164,9 +166,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         stop,
         resume=args.resume,
         lock=lead,
-        keep_free=None,
+        keep_free=keep_free,
     )
-    result = stop.run(job, report)
+    result = stop.run(job, report, note)
     if stop.requested:
         if lead:
             saved = (

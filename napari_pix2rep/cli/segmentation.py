@@ -10,7 +10,14 @@ from collections.abc import Sequence
 
 from ..classes import DEFAULT_CLASSES
 from ..progress import Progress, format_duration
-from .common import CliError, StopOnSignal, add_device, add_seed, sigterm_interrupts
+from .common import (
+    CliError,
+    StopOnSignal,
+    add_device,
+    add_seed,
+    cores_to_leave,
+    sigterm_interrupts,
+)
 
 
 class Stopped(KeyboardInterrupt):
@@ -133,6 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             last["stage"] = p.stage
 
     stop = StopOnSignal()
+    keep_free, note = cores_to_leave(args.device)
     job = train_job(
         str(args.model or default_backbone_path()),
         [(img.data, img.spacing, lab.data) for img, lab in pairs],
@@ -141,9 +149,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         names=[img.name for img, _ in pairs],
         background=background,
         should_stop=stop,
-        keep_free=None,
+        keep_free=keep_free,
     )
-    result = stop.run(job, report)
+    result = stop.run(job, report, note)
     if result.cancelled:
         raise Stopped
     seg = result.segmenter
@@ -272,6 +280,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         seg = Segmenter.from_file(args.model)  # read once, for every image
         stacks = same_stack(list(targets)) if args.localise else [[p] for p in targets]
         stop = StopOnSignal()
+        keep_free, note = cores_to_leave(args.device)
         for stack in stacks:  # each image read once; a stack's phases held together
             vols = {p: read_image(p, kind="image") for p in stack}  # DICOM: patient_description
             for path in stack:
@@ -285,11 +294,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     device=args.device,
                     cleanup=args.cleanup,
                     should_stop=stop,
-                    keep_free=None,
+                    keep_free=keep_free,
                     localise=args.localise,
                     other_frames=others,
                 )
-                result = stop.run(job)
+                result = stop.run(job, note=note)
+                note = None  # said once
                 if result.cancelled:
                     raise Stopped
                 pred = result.prediction
