@@ -81,7 +81,13 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
         type=registration,
         default=None,
         metavar="GRID,STEPS,BENDING",
-        help="Registration settings to compare (default: the shipped ones, 6,120,0.05).",
+        help="Registration settings to compare (default: the shipped ones, 6,80,0.05).",
+    )
+    p.add_argument(
+        "--fuse-weight",
+        type=float,
+        default=None,
+        help="Weight of ED's carried prediction in ES's (default: the shipped one, 0.35).",
     )
 
 
@@ -94,12 +100,17 @@ def registration(text: str) -> Registration:
         raise argparse.ArgumentTypeError(f"expected GRID,STEPS,BENDING, got {text!r}") from None
 
 
-def use_registration(args: argparse.Namespace) -> str:
-    """Install ``--registration`` for this run; its description for the results."""
+def use_pipeline_settings(args: argparse.Namespace) -> str:
+    """Install ``--registration`` and ``--fuse-weight`` for this run; their description."""
     if args.registration is not None:
         propagate.REGISTRATION = args.registration
+    if args.fuse_weight is not None:
+        propagate.FUSE_WEIGHT = args.fuse_weight
     r = propagate.REGISTRATION
-    return f"registration grid {r.control_spacing} px, {r.steps} steps, bending {r.bending}"
+    return (
+        f"registration grid {r.control_spacing} px, {r.steps} steps, bending {r.bending}; "
+        f"fuse weight {propagate.FUSE_WEIGHT}"
+    )
 
 
 def cases_root(data: str) -> Path:

@@ -6,7 +6,8 @@ then segments the other ED slices and the whole ES volume (DICE on everything no
 given). The clinician's loop in the dock, measured.
 
     python benchmarks/few_slice.py --data ../shared/data/acdc [--modes linear,finetune]
-        [--no-localise] [--no-propagate] [--no-fuse] [--registration G,S,B] [--patients N]
+        [--no-localise] [--no-propagate] [--no-fuse] [--registration G,S,B]
+        [--fuse-weight W] [--patients N]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from common import (
     table,
     tagged,
     train_configs,
-    use_registration,
+    use_pipeline_settings,
     write_results,
 )
 
@@ -53,7 +54,7 @@ def main() -> None:
     )
     add_pipeline_flags(p)
     args = p.parse_args()
-    reg = use_registration(args)
+    reg = use_pipeline_settings(args)
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)
     val = load_cases(spread_subset(val_cases, args.patients))

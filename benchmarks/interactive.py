@@ -7,7 +7,8 @@ perfect correction, possibly background only -- and Segment runs again. Score: 3
 on the slices nobody painted, after 2, 3, 4, 5 painted slices.
 
     python benchmarks/interactive.py --data ../shared/data/acdc [--rounds 3]
-        [--no-localise] [--no-propagate] [--no-fuse] [--registration G,S,B] [--patients N]
+        [--no-localise] [--no-propagate] [--no-fuse] [--registration G,S,B]
+        [--fuse-weight W] [--patients N]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from common import (
     table,
     tagged,
     train_configs,
-    use_registration,
+    use_pipeline_settings,
     write_results,
 )
 
@@ -38,7 +39,7 @@ def main() -> None:
     )
     add_pipeline_flags(p)
     args = p.parse_args()
-    reg = use_registration(args)
+    reg = use_pipeline_settings(args)
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)
     val_cases = spread_subset(val_cases, args.patients)

@@ -11,7 +11,7 @@ The result is an extra annotated slice of the target phase, used for training on
 
 The same registration carries a whole prediction: the segmenter's class probabilities of
 the source phase, warped slice by slice onto the target (:func:`carry_probabilities_iter`),
-are averaged with the target's own (:func:`fuse_probabilities`), so each voxel of ES is
+are blended with the target's own (:func:`fuse_probabilities`), so each voxel of ES is
 decided by what the probe sees there and by where ED's heart moved to.
 """
 
@@ -29,9 +29,10 @@ from .localise import HeartRegion
 from .preprocess import normalize_intensity
 from .progress import Progress, StopCheck, never, until_stopped
 
-#: Weight of the other phase's carried prediction in a fused one: with 0.5 the few-slice
-#: ES DICE on the validation patients rose from 0.726 to 0.739 (docs/benchmarks.md).
-FUSE_WEIGHT = 0.5
+#: Weight of the other phase's carried prediction in a fused one, chosen on the validation
+#: patients among 0.35, 0.5 and 0.65 (few-slice ES DICE 0.726 unfused; docs/benchmarks.md).
+#: ``benchmarks/few_slice.py --fuse-weight`` replaces it to compare.
+FUSE_WEIGHT = 0.35
 
 
 def _grid(h: int, w: int) -> torch.Tensor:
@@ -211,16 +212,18 @@ def carry_probabilities_iter(
 
 
 def fuse_probabilities(
-    target_probs: np.ndarray, carried: Sequence[np.ndarray], weight: float = FUSE_WEIGHT
+    target_probs: np.ndarray, carried: Sequence[np.ndarray], weight: float | None = None
 ) -> np.ndarray:
     """``(1 - weight) · target + weight · mean(carried)``: float16 ``(K, z, y, x)``.
 
+    ``weight`` defaults to :data:`FUSE_WEIGHT`.
     ``target_probs`` is the target phase's own prediction and ``carried`` the other
     phases' predictions carried onto it (:func:`carry_probabilities_iter`), all of one
     shape; with nothing carried the target's probabilities are returned as they are.
     """
     if not carried:
         return target_probs
+    weight = FUSE_WEIGHT if weight is None else weight
     other = np.mean([np.asarray(c, dtype=np.float32) for c in carried], axis=0)
     fused = (1.0 - weight) * np.asarray(target_probs, dtype=np.float32) + weight * other
     return fused.astype(np.float16)
@@ -254,7 +257,7 @@ def predict_fused_iter(
     grid (e.g. ED for ES) and the segmenter that predicts it (on the validation patients a
     probe of that phase's own paint did better than the target's segmenter, which also
     learnt from the carried slices). Each source's probabilities are carried onto the target
-    (:func:`carry_probabilities_iter`) and averaged with the target's own
+    (:func:`carry_probabilities_iter`) and blended with the target's own
     (:func:`fuse_probabilities`) before the labels and the clean-up. Returns a
     :class:`~napari_pix2rep.predict.Prediction`, or None when stopped.
     """
