@@ -261,7 +261,7 @@ def predict_fused_iter(
     (:func:`fuse_probabilities`) before the labels and the clean-up. Returns a
     :class:`~napari_pix2rep.predict.Prediction`, or None when stopped.
     """
-    from .predict import label_probabilities, predict_iter
+    from .predict import predict_iter
 
     data, spacing = np.asarray(target[0]), tuple(target[1])
     runs = []
@@ -273,10 +273,27 @@ def predict_fused_iter(
         if stopped:
             return None
         runs.append(pred.probabilities)
+    others = [(volume, probs) for (volume, _), probs in zip(sources, runs[1:])]
+    return (yield from fuse_iter(runs[0], data, others, cleanup, region, should_stop))
+
+
+def fuse_iter(
+    target_probs: np.ndarray,
+    target_volume: np.ndarray,
+    sources: Sequence[tuple[np.ndarray, np.ndarray]],
+    cleanup: bool = True,
+    region: HeartRegion | None = None,
+    should_stop: StopCheck = never,
+) -> Generator[Progress, None, object]:
+    """The fused :class:`~napari_pix2rep.predict.Prediction` of a 3D target from its own
+    class probabilities ``(K, z, y, x)`` and ``sources``: ``(volume, probabilities)`` of
+    other phases of its stack, already predicted. None when stopped."""
+    from .predict import label_probabilities
+
     carried = []
-    for (volume, _), probs in zip(sources, runs[1:]):
-        c = yield from carry_probabilities_iter(probs, volume, data, region, should_stop)
+    for volume, probs in sources:
+        c = yield from carry_probabilities_iter(probs, volume, target_volume, region, should_stop)
         if c is None:
             return None
         carried.append(c)
-    return label_probabilities(fuse_probabilities(runs[0], carried), cleanup, region)
+    return label_probabilities(fuse_probabilities(target_probs, carried), cleanup, region)

@@ -34,9 +34,9 @@ from .localise import locate_heart
 from .loop import carry_plan
 from .metrics import dice_per_class, ejection_fraction, structure_volumes
 from .nifti import Volume
-from .predict import DEFAULT_CLEANUP, predict_volume
+from .predict import DEFAULT_CLEANUP, label_probabilities, predict_volume
 from .progress import run_to_end
-from .propagate import predict_fused_iter, propagate_slices
+from .propagate import fuse_iter, propagate_slices
 from .segmenter import Segmenter
 from .train_config import TrainConfig
 from .training import train_segmenter
@@ -155,7 +155,7 @@ def segment_phases(
     phase's painted slices carried onto it by registration (what a painted slice says
     about the target phase), and (with ``fuse``) a phase whose other phase was painted is
     predicted fused with that phase's prediction carried onto it
-    (:func:`~napari_pix2rep.propagate.predict_fused_iter`), as the dock does; without
+    (:func:`~napari_pix2rep.propagate.fuse_iter`), as the dock does; without
     ``propagate``, one segmenter trains on what is painted.
     ``background`` lists ED's and ES's background-only slices (flat indices).
     """
@@ -194,23 +194,18 @@ def segment_phases(
         segs = {"ED": one, "ES": one}
     train_s = time.perf_counter() - t0
     vols = {"ED": case.ed, "ES": case.es}
+    raw = {  # each phase predicted once; fusion reuses the other phase's probabilities
+        ph: predict_volume(segs[ph], v.data, v.spacing, device, cleanup=False, region=region)
+        for ph, v in vols.items()
+    }
     preds = []
     for ph, other in (("ED", "ES"), ("ES", "ED")):
-        v = vols[ph]
+        probs = raw[ph].probabilities
         if fuse and propagate and same_grid and labels[other].any():  # other phase painted
-            gen = predict_fused_iter(
-                segs[ph],
-                (v.data, v.spacing),
-                [(vols[other].data, segs[other])],
-                device,
-                cleanup,
-                region,
-            )
-            preds.append(run_to_end(gen))
+            source = [(vols[other].data, raw[other].probabilities)]
+            preds.append(run_to_end(fuse_iter(probs, vols[ph].data, source, cleanup, region)))
         else:
-            preds.append(
-                predict_volume(segs[ph], v.data, v.spacing, device, cleanup=cleanup, region=region)
-            )
+            preds.append(label_probabilities(probs, cleanup, region))
     return preds[0], preds[1], train_s
 
 
