@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_pix2rep import propagate
 from napari_pix2rep.acdc import GROUPS, Case, list_cases, split_validation
 from napari_pix2rep.checkpoint import default_backbone_path
 from napari_pix2rep.nets.unet import UNet
@@ -27,8 +26,8 @@ from napari_pix2rep.preprocess import PreprocessConfig
 from napari_pix2rep.pretrain import Pretrainer
 from napari_pix2rep.pretrain_config import PretrainConfig
 from napari_pix2rep.progress import run_to_end
-from napari_pix2rep.propagate import Registration
 from napari_pix2rep.protocols import CLASS_NAMES, LoadedCase
+from napari_pix2rep.segment_settings import FUSE_WEIGHT, Registration, SegmentSettings
 from napari_pix2rep.segmenter import load_backbone
 from napari_pix2rep.slices import load_slices
 from napari_pix2rep.train_config import TrainConfig
@@ -79,15 +78,15 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--registration",
         type=registration,
-        default=None,
+        default=Registration(),
         metavar="GRID,STEPS,BENDING",
         help="Registration settings to compare (default: the shipped ones, 6,80,0.05).",
     )
     p.add_argument(
         "--fuse-weight",
         type=float,
-        default=None,
-        help="Weight of ED's carried prediction in ES's (default: the shipped one, 0.35).",
+        default=FUSE_WEIGHT,
+        help=f"Weight of ED's carried prediction in ES's (default: the shipped {FUSE_WEIGHT}).",
     )
 
 
@@ -100,16 +99,27 @@ def registration(text: str) -> Registration:
         raise argparse.ArgumentTypeError(f"expected GRID,STEPS,BENDING, got {text!r}") from None
 
 
-def use_pipeline_settings(args: argparse.Namespace) -> str:
-    """Install ``--registration`` and ``--fuse-weight`` for this run; their description."""
-    if args.registration is not None:
-        propagate.REGISTRATION = args.registration
-    if args.fuse_weight is not None:
-        propagate.FUSE_WEIGHT = args.fuse_weight
-    r = propagate.REGISTRATION
+def pipeline_settings(args: argparse.Namespace, training: TrainConfig) -> SegmentSettings:
+    """The recipe's settings of ``add_pipeline_flags`` (and ``--cleanup``, when the script
+    has it) with ``training``."""
+    return SegmentSettings(
+        training=training,
+        localise=args.localise,
+        propagate=args.propagate,
+        fuse=args.fuse,
+        fuse_weight=args.fuse_weight,
+        registration=args.registration,
+        cleanup=getattr(args, "cleanup", True),
+    )
+
+
+def describe_pipeline(settings: SegmentSettings) -> str:
+    """``localise=..., propagate=..., fuse=..., registration ...; fuse weight ...``."""
+    r = settings.registration
     return (
+        f"localise={settings.localise}, propagate={settings.propagate}, fuse={settings.fuse}, "
         f"registration grid {r.control_spacing} px, {r.steps} steps, bending {r.bending}; "
-        f"fuse weight {propagate.FUSE_WEIGHT}"
+        f"fuse weight {settings.fuse_weight}"
     )
 
 

@@ -18,17 +18,18 @@ import numpy as np
 from common import (
     CLASS_NAMES,
     add_pipeline_flags,
+    describe_pipeline,
     load_cases,
     load_split,
     mean_spread,
     parser,
+    pipeline_settings,
     pix2rep_backbone,
     random_backbone,
     spread_subset,
     table,
     tagged,
     train_configs,
-    use_pipeline_settings,
     write_results,
 )
 
@@ -54,7 +55,6 @@ def main() -> None:
     )
     add_pipeline_flags(p)
     args = p.parse_args()
-    reg = use_pipeline_settings(args)
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)
     val = load_cases(spread_subset(val_cases, args.patients))
@@ -64,16 +64,13 @@ def main() -> None:
     if args.baseline:
         todo.append(("random-linear", random_backbone(backbone, args.seed), recipes["linear"]))
     for name, net, recipe in todo:
+        settings = pipeline_settings(args, recipe)
         rows = few_slice(
             net,
             pre,
             val,
-            recipe,
+            settings,
             args.device,
-            cleanup=args.cleanup,
-            localise=args.localise,
-            propagate=args.propagate,
-            fuse=args.fuse,
             progress=lambda m, n=name: print(f"{n} {m}", flush=True),
         )
         runs[name] = rows
@@ -105,7 +102,7 @@ def main() -> None:
     md = (
         f"few-slice-acdc on {len(val)} validation patients, backbone `{model_name}`: "
         "2 given ED slices per patient, DICE on the other ED slices and all of ES "
-        f"(localise={args.localise}, propagate={args.propagate}, fuse={args.fuse}, {reg}).\n\n"
+        f"({describe_pipeline(settings)}).\n\n"
         + table(header, lines)
         + "\n\nper-volume mean DICE, mean ± std over volumes: "
         + ", ".join(f"{n} {v}" for n, v in spread.items())
@@ -114,7 +111,8 @@ def main() -> None:
         + table(["method", "mean |error| (points)", "max", "within 5 points"], ef_lines)
         + "\n"
     )
-    write_results(args.out, tagged("few_slice", args.tag), {"model": model_name, "runs": runs}, md)
+    payload = {"model": model_name, "settings": settings.to_dict(), "runs": runs}
+    write_results(args.out, tagged("few_slice", args.tag), payload, md)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,16 @@ from __future__ import annotations
 import numpy as np
 from common import (
     add_pipeline_flags,
+    describe_pipeline,
     load_cases,
     load_split,
     parser,
+    pipeline_settings,
     pix2rep_backbone,
     spread_subset,
     table,
     tagged,
     train_configs,
-    use_pipeline_settings,
     write_results,
 )
 
@@ -39,21 +40,18 @@ def main() -> None:
     )
     add_pipeline_flags(p)
     args = p.parse_args()
-    reg = use_pipeline_settings(args)
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)
     val_cases = spread_subset(val_cases, args.patients)
+    settings = pipeline_settings(args, train_configs(args.quick)["linear"])
     rows = annotation_loop(
         backbone,
         pre,
         load_cases(val_cases),
-        train_configs(args.quick)["linear"],
+        settings,
         rounds=args.rounds,
         device=args.device,
-        localise=args.localise,
-        propagate=args.propagate,
         progress=lambda m: print(m, flush=True),
-        fuse=args.fuse,
     )
     lines, worse = [], []
     for r in range(args.rounds + 1):
@@ -71,16 +69,15 @@ def main() -> None:
             worse.append(sum(x["mean"] < prev[x["case"]] - 1e-9 for x in mine))
     md = (
         f"annotation loop on {len(val_cases)} validation patients, backbone `{model_name}`, "
-        f"localise={args.localise}, propagate={args.propagate}, fuse={args.fuse}, {reg}: "
+        f"{describe_pipeline(settings)}: "
         "DICE on unpainted slices; seconds to train and predict both phases.\n\n"
         + table(["painted slices", "ED", "ES", "mean", "worst patient", "s / round"], lines)
         + "\n\npatients whose mean DICE dropped after a correction, per round: "
         + ", ".join(str(w) for w in worse)
         + "\n"
     )
-    write_results(
-        args.out, tagged("interactive", args.tag), {"model": model_name, "rows": rows}, md
-    )
+    payload = {"model": model_name, "settings": settings.to_dict(), "rows": rows}
+    write_results(args.out, tagged("interactive", args.tag), payload, md)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ the image onto a labels layer). A layer without NIfTI metadata is written with a
 identity. A path without ``.nii`` / ``.nii.gz`` gets ``.nii.gz`` appended. A labels layer's
 background-only slices (``metadata["pix2rep_background_slices"]``) go to the
 ``.slices.json`` sidecar beside the file (docs/annotations.md); without any, a sidecar
-left there by an earlier save is removed.
+left there by an earlier save is removed, and so is the layer's autosaved copy in the
+recovery folder (:func:`napari_pix2rep.recovery.forget_saved`): the work is saved now.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import numpy as np
 
 from .annotations import write_background_slices
 from .datafiles import is_nifti_path
-from .layer_meta import volume_from_layer
+from .layer_meta import source_path, volume_from_layer
 from .loop import background_of
 from .nifti_write import write_nifti
+from .recovery import forget_saved
 
 
 def _target(path: str) -> str:
@@ -40,6 +42,7 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     shape = tuple(int(n) for n in np.shape(data))
     flat = background_of(meta.get("metadata"), int(np.prod(shape[:-2])))
     write_background_slices(written, flat, shape)
+    forget_saved(meta.get("metadata"), source_path(meta.get("metadata")))
     return [written]
 
 

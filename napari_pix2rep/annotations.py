@@ -185,8 +185,9 @@ def read_background_slices(
 ) -> set[int]:
     """Flat indices of the background-only slices the sidecar lists (empty if none).
 
-    ``shape`` is the label map's array shape (display order); a sidecar written for
-    another grid, or not of our format, raises :class:`AnnotationError`.
+    ``shape`` is the label map's array shape (display order). A sidecar written for
+    another grid, not of our format or version, or with anything but whole numbers
+    where the format has them, raises :class:`AnnotationError` (one sentence).
     """
     path = sidecar_path(labels_path)
     if not path.exists():
@@ -197,14 +198,34 @@ def read_background_slices(
         raise AnnotationError(f"{path.name} is not a readable slice list ({exc}).") from None
     if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
         raise AnnotationError(f"{path.name} is not a {SIDECAR_FORMAT} file.")
-    if list(doc.get("shape", [])) != list(shape):
+    version = doc.get("version", SIDECAR_VERSION)
+    if not _whole(version) or not 1 <= version <= SIDECAR_VERSION:
         raise AnnotationError(
-            f"{path.name} was written for a grid {doc.get('shape')}, not {list(shape)}."
+            f"{path.name} has version {json.dumps(version)}; this napari-pix2rep reads "
+            f"version {SIDECAR_VERSION}."
         )
+    grid = doc.get("shape")
+    if not isinstance(grid, list) or not all(_whole(n) and n >= 0 for n in grid):
+        raise AnnotationError(
+            f"{path.name}: 'shape' must be the label map's array shape, a list of whole "
+            f"numbers, not {json.dumps(grid)}."
+        )
+    if grid != list(shape):
+        raise AnnotationError(f"{path.name} was written for a grid {grid}, not {list(shape)}.")
     positions = doc.get("background_only", [])
-    if not isinstance(positions, list) or not all(isinstance(p, list) for p in positions):
-        raise AnnotationError(f"{path.name}: 'background_only' must be a list of positions.")
+    if not isinstance(positions, list) or not all(
+        isinstance(p, list) and all(_whole(v) for v in p) for p in positions
+    ):
+        raise AnnotationError(
+            f"{path.name}: 'background_only' must be a list of slice positions, each a "
+            "list of whole numbers ([z] or [t, z])."
+        )
     return flat_positions(positions, tuple(shape))
+
+
+def _whole(value: object) -> bool:
+    """True for a JSON whole number (an ``int``; ``true``, ``0.9`` and ``Infinity`` are not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def write_background_slices(

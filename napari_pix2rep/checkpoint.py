@@ -262,6 +262,8 @@ def build_backbone(obj: dict, source: str = "model file") -> UNet:
 
 
 SHIPPED_BACKBONE = "pix2rep_small_acdc.pt"
+#: The default cardiac segmenter (segments without painting; models/README.md).
+SHIPPED_SEGMENTER = "pix2rep_cardiac_acdc.pt"
 
 
 def models_dir() -> Path:
@@ -278,6 +280,16 @@ def default_backbone_path() -> Path:
             f"No backbone found at {path}; pass one with --model (or pretrain one)."
         )
     return path
+
+
+def default_segmenter_path() -> Path | None:
+    """The shipped default cardiac segmenter, or ``$NAPARI_PIX2REP_SEGMENTER`` when that is
+    set (an empty value: none); None when there is none."""
+    env = os.environ.get("NAPARI_PIX2REP_SEGMENTER")
+    if env is not None:
+        return Path(env) if env else None
+    path = models_dir() / SHIPPED_SEGMENTER
+    return path if path.is_file() else None
 
 
 def half_state_dict(state: dict) -> dict:

@@ -25,13 +25,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nibabel as nib
 import numpy as np
 
 from .dicom_files import DicomError, ImageHeader, SeriesInfo, quiet, scan_series
 from .nifti import Volume, spacing_from_header
+from .nifti_limits import check_declared_size
 
 __all__ = ["DicomError", "DicomVolume", "read_dicom", "safe_name", "series_name"]
 
@@ -39,8 +40,11 @@ __all__ = ["DicomError", "DicomVolume", "read_dicom", "safe_name", "series_name"
 SAME_POSITION_MM = 0.05
 #: slice positions may deviate from an even grid by this fraction of the step
 STEP_TOLERANCE = 0.01
-#: direction cosines that differ by more than this are another orientation
+#: direction cosines that differ by more than this are another orientation; also how far
+#: from unit length and from a right angle a pair of cosines may be
 ORIENTATION_TOLERANCE = 1e-3
+#: images at one slice position must start within this distance in the image plane (mm)
+IN_PLANE_MM = 0.5
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _PICK = (
     "pick one with `pix2rep convert --series UID` (or its series number), or give one of "
@@ -53,11 +57,14 @@ class DicomVolume(Volume):
     """A :class:`Volume` read from a DICOM series; ``path`` is the first input given.
 
     ``series`` describes the series (UID, description, patient); ``skipped`` counts the
-    files that were not DICOM images and were left out.
+    files that were not DICOM images and were left out. ``instances[t][z]`` is the
+    header of the file that image ``(t, z)`` of ``data`` came from (``t`` = 0 for one
+    phase), so results on this grid can refer back to the source files.
     """
 
     series: SeriesInfo | None = None
     skipped: int = 0
+    instances: list[list[ImageHeader]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -143,11 +150,34 @@ def _check_uniform(images: list[ImageHeader], uid: str) -> None:
             f"{bad} lacks ImagePositionPatient, ImageOrientationPatient or PixelSpacing, "
             "so its position in the patient is unknown."
         )
+    spacing = images[0].pixel_spacing
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        raise DicomError(
+            f"{images[0].path.name} has PixelSpacing {' / '.join(f'{v:g}' for v in spacing)}; "
+            "the pixel size must be two positive numbers (mm)."
+        )
+    bad_pos = [im for im in images if not np.isfinite(im.position).all()]
+    if bad_pos:
+        raise DicomError(f"{bad_pos[0].path.name} has a non-numeric ImagePositionPatient.")
 
 
 def _orientation(images: list[ImageHeader], uid: str) -> np.ndarray:
-    """The common (2, 3) row/column direction cosines; error if the slices differ."""
+    """The common (2, 3) row/column direction cosines; error if the slices differ or the
+    cosines are not two unit vectors at a right angle."""
     first = np.asarray(images[0].orientation, float).reshape(2, 3)
+    norms = np.linalg.norm(first, axis=1)
+    tol = ORIENTATION_TOLERANCE
+    if (
+        not np.isfinite(first).all()
+        or np.abs(norms - 1.0).max() > tol
+        or abs(float(np.dot(first[0], first[1]))) > tol
+    ):
+        given = "\\".join(f"{v:g}" for v in images[0].orientation)
+        raise DicomError(
+            f"{images[0].path.name} has ImageOrientationPatient {given}, which is not two "
+            "unit vectors at a right angle, so the image's orientation in the patient is "
+            "unknown."
+        )
     normal = np.cross(first[0], first[1])
     other = [
         im
@@ -186,6 +216,14 @@ def _group_positions(
     for g in groups:
         g.sort(key=phase_key)
         d = float(np.mean([depth[id(im)] for im in g]))
+        offsets = [float(np.linalg.norm(np.subtract(im.position, g[0].position))) for im in g]
+        if max(offsets) > IN_PLANE_MM:
+            far = g[int(np.argmax(offsets))]
+            raise DicomError(
+                f"{far.path.name} and {g[0].path.name} are both at {d:.1f} mm along the "
+                f"slice normal but {max(offsets):.1f} mm apart in the image plane: they are "
+                "not phases of one slice (two stacks side by side?); give one stack."
+            )
         times = [im.trigger_ms for im in g if im.trigger_ms is not None]
         if len(set(times)) < len(times):
             dup = next(t for t in times if times.count(t) > 1)
@@ -332,7 +370,21 @@ def read_dicom(
     normal = np.cross(cosines[0], cosines[1])
     groups = _group_positions(images, normal)
     n_phases = _check_phases(groups)
+    untimed = [im for im in images if im.trigger_ms is None]
+    if n_phases > 1 and 0 < len(untimed) < len(images):
+        raise DicomError(
+            f"{_count(len(untimed), 'image')} of series {info.uid} (e.g. "
+            f"{untimed[0].path.name}) lack a TriggerTime that the other "
+            f"{len(images) - len(untimed)} have, so their phase in the cardiac cycle is "
+            "unknown; restore the TriggerTime or remove those files."
+        )
     first = groups[0][1][0]
+    try:  # before any pixel data is decoded
+        check_declared_size(
+            f"Series {info.uid}", (first.columns, first.rows, len(groups), n_phases), 8
+        )
+    except ValueError as exc:
+        raise DicomError(str(exc)) from None
     step = _slice_step(groups, normal)
 
     dr, dc = first.pixel_spacing
@@ -361,5 +413,6 @@ def read_dicom(
         path=str(paths[0]),
         series=info,
         skipped=non_dicom + non_image,
+        instances=[[g[t] for _, g in groups] for t in range(n_phases)],
     )
     return vol

@@ -8,6 +8,7 @@ SeriesInstanceUID. This module imports neither torch nor Qt; pydicom is imported
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,7 @@ __all__ = [
     "DicomError",
     "ImageHeader",
     "SeriesInfo",
+    "file_series_uid",
     "folder_has_dicom",
     "is_dicom_file",
     "quiet",
@@ -118,10 +120,12 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
 
 
 def _number(value: Any) -> float | None:
+    """A finite number, or None (missing, empty, unreadable, NaN or infinite)."""
     try:
-        return float(value) if value not in (None, "") else None
+        out = float(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+    return out if out is None or math.isfinite(out) else None
 
 
 def _read_header(path: Path) -> Any:
@@ -136,6 +140,12 @@ def _read_header(path: Path) -> Any:
             f"{path.name} starts like a DICOM file but cannot be read"
             f"{f' ({reason})' if reason else ''}."
         ) from exc
+
+
+def file_series_uid(path: str | os.PathLike[str]) -> str:
+    """The SeriesInstanceUID of one DICOM file, from its header ("" when it has none)."""
+    with quiet():
+        return str(_read_header(Path(path)).get("SeriesInstanceUID", ""))
 
 
 @contextmanager
@@ -182,10 +192,11 @@ def _image_header(path: Path, ds: Any) -> ImageHeader:
     )
 
 
-def _candidates(inputs: Iterable[Path]) -> tuple[list[Path], dict[Path, str]]:
-    """Files to look at, and the series a file input restricts its folder to."""
+def _candidates(inputs: Iterable[Path]) -> tuple[list[Path], dict[Path, set[str]]]:
+    """Files to look at, and the series the file inputs restrict their folder to (every
+    series a file was given of, so ``dir/*.dcm`` over two series finds both)."""
     files: dict[Path, None] = {}
-    pick: dict[Path, str] = {}  # folder -> series UID of the file given in it
+    pick: dict[Path, set[str]] = {}  # folder -> series UIDs of the files given in it
     for p in inputs:
         if p.is_dir():
             files.update((f, None) for f in sorted(p.rglob("*")) if f.is_file())
@@ -196,7 +207,7 @@ def _candidates(inputs: Iterable[Path]) -> tuple[list[Path], dict[Path, str]]:
             if not _has_image(p, ds):
                 name = getattr(ds.get("SOPClassUID"), "name", "no SOP class")
                 raise DicomError(f"{p.name} is a DICOM file without image data ({name}).")
-            pick[p.parent] = str(ds.get("SeriesInstanceUID", ""))
+            pick.setdefault(p.parent, set()).add(str(ds.get("SeriesInstanceUID", "")))
             files.update((f, None) for f in sorted(p.parent.iterdir()) if f.is_file())
         else:
             raise DicomError(f"{p} does not exist.")
@@ -229,7 +240,7 @@ def _scan(inputs: list[Path]) -> tuple[list[SeriesInfo], int]:
             continue
         ds = _read_header(f)
         uid = str(ds.get("SeriesInstanceUID", ""))
-        if f.parent in pick and uid != pick[f.parent]:
+        if f.parent in pick and uid not in pick[f.parent]:
             continue
         info = series.get(uid)
         if info is None:

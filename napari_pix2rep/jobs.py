@@ -1,11 +1,13 @@
 """Long jobs as generators, for the napari workers, the CLI and scripts.
 
 Pretraining (:func:`pretrain_job`), training a segmenter from annotated pairs
-(:func:`train_job`), predicting (:func:`predict_job`) and the dock's Segment (training
-then predicting, :func:`segment_job`). Each yields :class:`~napari_pix2rep.progress.Progress`
-after every step, checks ``should_stop()`` between steps (so a cancel takes effect within
-one step) and returns a result object; any exception it raises is the caller's to
-report. torch is imported only when a job runs, so importing this module is cheap. No Qt.
+(:func:`train_job`), predicting (:func:`predict_job`) and the dock's Segment
+(:func:`segment_job`); the last two run the Segment recipe (:mod:`napari_pix2rep.recipe`).
+The jobs hold the torch threads (:func:`~napari_pix2rep.threads.cpu_threads`). Each yields
+:class:`~napari_pix2rep.progress.Progress` after every step, checks ``should_stop()``
+between steps (so a cancel takes effect within one step) and returns a result object; any
+exception it raises is the caller's to report. torch is imported only when a job runs,
+so importing this module is cheap. No Qt.
 """
 
 from __future__ import annotations
@@ -16,12 +18,29 @@ from collections.abc import Collection, Generator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .progress import Progress, StopCheck, never, until_stopped
+from .segment_settings import SegmentSettings
 from .threads import cpu_threads
+
+if TYPE_CHECKING:
+    import torch
+
+    from .datafiles import TrainingFiles
+    from .localise import HeartRegion
+    from .nets.unet import UNet
+    from .predict import Prediction
+    from .preprocess import PreprocessConfig
+    from .pretrain_config import PretrainConfig
+    from .recipe import Annotation, Model, Scan, SegmentOutcome, SegmentReport
+    from .segmenter import Segmenter
+    from .train_config import TrainConfig
+
+    #: A model file, or a loaded model (a segmenter, or a backbone and its preprocessing).
+    ModelSource = str | os.PathLike | Model
 
 __all__ = [
     "PretrainResult",
@@ -29,6 +48,7 @@ __all__ = [
     "load_model_source",
     "predict_job",
     "pretrain_job",
+    "recipe_job",
     "segment_job",
     "train_job",
 ]
@@ -50,17 +70,21 @@ class PretrainResult:
 class SegmentResult:
     """The trained (or reused) segmenter and its prediction; None parts when cancelled.
 
-    ``uncertainty`` is ``prediction.uncertainty()`` as float16, computed in the job's
-    thread so the GUI thread does not have to.
+    ``uncertainty`` is ``prediction.uncertainty()`` as float16 (segment jobs only),
+    computed in the job's thread so the GUI thread does not have to; ``region`` is the
+    heart region prediction ran on (None: the whole view); ``how`` says which model made
+    the masks ("linear probe", "zero clicks, default.pt", ...); ``report`` is the recipe's.
     """
 
-    segmenter: Any  # napari_pix2rep.segmenter.Segmenter
-    prediction: Any  # napari_pix2rep.predict.Prediction
+    segmenter: Segmenter | None
+    prediction: Prediction | None
     cancelled: bool = False
     seconds: float = 0.0
     trained: bool = True
     uncertainty: np.ndarray | None = None
-    region: Any = None  # the HeartRegion prediction ran on (None: the whole view)
+    region: HeartRegion | None = None
+    how: str = ""
+    report: SegmentReport | None = None
 
 
 # --------------------------------------------------------------------------- pretraining
@@ -70,7 +94,7 @@ def pretrain_job(
     volumes: Sequence[tuple[np.ndarray, Sequence[float], str]],
     inputs: Sequence[str | os.PathLike] = (),
     out: str | os.PathLike = "pretrained.pt",
-    config: Any = None,
+    config: PretrainConfig | dict | None = None,
     device: str = "auto",
     init: str | os.PathLike | None = None,
     exclude: Sequence[str] = (),
@@ -113,10 +137,10 @@ def pretrain_job(
 
 def _pretrain(
     volumes: Sequence[tuple[np.ndarray, Sequence[float], str]],
-    found: Any,
+    found: TrainingFiles | None,
     out: str | os.PathLike,
-    cfg: Any,
-    dev: Any,
+    cfg: PretrainConfig,
+    dev: torch.device,
     init: str | os.PathLike | None,
     resume: str | os.PathLike | None,
     should_stop: StopCheck,
@@ -159,7 +183,7 @@ def _pretrain(
 # --------------------------------------------------------------------------- segmenting
 
 
-def load_model_source(path: str | os.PathLike) -> tuple[Any, Any]:
+def load_model_source(path: str | os.PathLike) -> tuple[UNet | Segmenter, PreprocessConfig]:
     """``(UNet or Segmenter, PreprocessConfig)`` from a backbone or segmenter file, read once."""
     from .checkpoint import load_model_file
     from .segmenter import Segmenter, backbone_from_dict, is_segmenter_dict
@@ -172,88 +196,25 @@ def load_model_source(path: str | os.PathLike) -> tuple[Any, Any]:
     return backbone_from_dict(obj, name)
 
 
-def _source(model: Any) -> tuple[Any, Any]:
-    """``(UNet or Segmenter, PreprocessConfig)`` of a model file path or a Segmenter."""
+def load_model(model: ModelSource) -> Model:
+    """The recipe's model: a segmenter, or ``(backbone, preprocessing)``; a path is read once."""
+    from .segmenter import Segmenter
+
     if isinstance(model, str | os.PathLike):
-        return load_model_source(model)
-    return model, getattr(model, "preprocess", None)
+        net, preprocess = load_model_source(model)
+        return net if isinstance(net, Segmenter) else (net, preprocess)
+    return model
 
 
-def _train(
-    source: Any,
-    preprocess: Any,
-    pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
-    cfg: Any,
-    dev: Any,
-    names: Sequence[str],
-    background: Sequence[Collection[int]],
-    should_stop: StopCheck,
-) -> Generator[Progress, None, Any]:
-    """Train on ``pairs`` from ``source``'s backbone (a segmenter's features, never its
-    classes: the classes asked for are learnt); the Segmenter, None when stopped."""
-    from .segmenter import Segmenter
-    from .training import train_segmenter_iter
-
-    if isinstance(source, Segmenter):
-        source = source.backbone
-    gen = train_segmenter_iter(
-        source,
-        preprocess,
-        [(np.asarray(img), tuple(sp)) for img, sp, _ in pairs],
-        [np.asarray(lab) for _, _, lab in pairs],
-        cfg,
-        device=dev,
-        names=list(names),
-        background_slices=list(background),
-    )
-    _, segmenter = yield from until_stopped(gen, should_stop)
-    return segmenter
-
-
-def _train_config(config: Any) -> Any:
-    from .train_config import TrainConfig
-
-    return config if isinstance(config, TrainConfig) else TrainConfig(**(config or {}))
-
-
-def _predict(
-    segmenter: Any,
-    target: tuple[np.ndarray, Sequence[float]],
-    dev: Any,
-    should_stop: StopCheck,
-    region: Any = None,
-    cleanup: bool | None = None,
-) -> Generator[Progress, None, Any]:
-    """The :class:`~napari_pix2rep.predict.Prediction` of ``target``; None when stopped."""
-    from .predict import DEFAULT_CLEANUP, predict_iter
-
-    gen = predict_iter(
-        segmenter,
-        np.asarray(target[0]),
-        tuple(target[1]),
-        device=dev,
-        cleanup=DEFAULT_CLEANUP if cleanup is None else cleanup,
-        region=region,
-    )
-    _, pred = yield from until_stopped(gen, should_stop)
-    return pred
-
-
-def _require_segmenter(source: Any) -> None:
-    from .segmenter import Segmenter
-
-    if not isinstance(source, Segmenter):
-        raise ValueError(
-            "The chosen model is a backbone, not a trained segmenter: press "
-            "Segment to train one first."
-        )
+def _model_name(model: ModelSource) -> str:
+    return f", {Path(model).name}" if isinstance(model, str | os.PathLike) else ""
 
 
 def train_job(
-    model: Any,
+    model: ModelSource,
     pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
     *,
-    config: Any = None,
+    config: TrainConfig | dict | None = None,
     device: str = "auto",
     names: Sequence[str] | None = None,
     background: Sequence[Collection[int]] | None = None,
@@ -268,27 +229,35 @@ def train_job(
     None; its ``segmenter`` too when stopped.
     """
     from .device import release_memory, resolve_device
+    from .segmenter import Segmenter
+    from .training import train_until_stopped
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    cfg = _train_config(config)
-    source, preprocess = _source(model)
+    cfg = SegmentSettings(training=config or {}).train_config()
+    source = load_model(model)
+    net, preprocess = (
+        (source.backbone, source.preprocess) if isinstance(source, Segmenter) else source
+    )
     pairs = list(pairs)
     names = list(names) if names else [f"image {i + 1}" for i in range(len(pairs))]
     background = [set(b) for b in (background or [])]
     background += [set()] * (len(pairs) - len(background))
+    images = [(np.asarray(img), tuple(sp)) for img, sp, _ in pairs]
+    labels = [np.asarray(lab) for _, _, lab in pairs]
     with cpu_threads(dev, keep_free):
         try:
-            seg = yield from _train(
-                source, preprocess, pairs, cfg, dev, names, background, should_stop
+            gen = train_until_stopped(
+                net, preprocess, images, labels, cfg, dev, names, background, should_stop
             )
+            seg = yield from gen
         finally:
             release_memory(dev)
     return SegmentResult(seg, None, seg is None, time.perf_counter() - t0)
 
 
 def predict_job(
-    model: Any,
+    model: ModelSource,
     target: tuple[np.ndarray, Sequence[float]],
     *,
     device: str = "auto",
@@ -303,126 +272,107 @@ def predict_job(
 
     With ``localise`` prediction runs on the heart region found from the motion of a cine
     target, or between a 3D target and ``other_frames`` (other phases of the same stack,
-    e.g. ES for ED; :func:`napari_pix2rep.localise.locate_heart`); no labels are looked
-    at. The result holds no uncertainty (``prediction.uncertainty()`` gives it).
+    e.g. ES for ED); no labels are looked at. The result holds no uncertainty
+    (``prediction.uncertainty()`` gives it).
     """
-    from .device import resolve_device
-    from .localise import locate_heart
+    from .predict import DEFAULT_CLEANUP
+    from .recipe import Scan
 
-    t0 = time.perf_counter()
-    dev = resolve_device(device)
-    segmenter, _ = _source(model)
-    _require_segmenter(segmenter)
     image, spacing = np.asarray(target[0]), tuple(target[1])
-    region = locate_heart(image, spacing, other_frames=other_frames) if localise else None
-    with cpu_threads(dev, keep_free):
-        pred = yield from _predict(segmenter, target, dev, should_stop, region, cleanup)
-    return SegmentResult(
-        segmenter, pred, pred is None, time.perf_counter() - t0, False, region=region
+    scans = [Scan(image, spacing), *(Scan(f, spacing) for f in other_frames)]
+    settings = SegmentSettings(
+        train=False,
+        localise=localise,
+        cleanup=DEFAULT_CLEANUP if cleanup is None else cleanup,
     )
+    job = segment_job(
+        model,
+        scans,
+        [None] * len(scans),
+        settings=settings,
+        device=device,
+        should_stop=should_stop,
+        keep_free=keep_free,
+        uncertainty=False,
+    )
+    return (yield from job)
+
+
+def recipe_job(
+    model: ModelSource,
+    scans: Sequence[Scan],
+    annotations: Sequence[Annotation | None],
+    *,
+    targets: Sequence[int] | None = None,
+    settings: SegmentSettings | None = None,
+    device: str = "auto",
+    should_stop: StopCheck = never,
+    keep_free: int | None = 1,
+) -> Generator[Progress, None, SegmentOutcome]:
+    """The Segment recipe (:func:`napari_pix2rep.recipe.segment_iter`) for ``targets``
+    (None: every scan), ``model`` a model file (read once) or a loaded model, on all but
+    ``keep_free`` cores."""
+    from .device import resolve_device
+    from .recipe import segment_iter
+
+    dev = resolve_device(device)
+    source = load_model(model)
+    with cpu_threads(dev, keep_free):
+        run = segment_iter(scans, annotations, source, settings, dev, should_stop, targets)
+        return (yield from run)
 
 
 def segment_job(
-    model: Any,
-    pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
-    target: tuple[np.ndarray, Sequence[float]],
+    model: ModelSource,
+    scans: Sequence[Scan],
+    annotations: Sequence[Annotation | None],
     *,
-    config: Any = None,
+    target: int = 0,
+    settings: SegmentSettings | None = None,
     device: str = "auto",
-    names: Sequence[str] | None = None,
-    train: bool = True,
     should_stop: StopCheck = never,
-    background: Sequence[Collection[int]] | None = None,
-    own: int | None = None,
-    on_grid: Sequence[bool] | None = None,
-    localise: bool = True,
-    propagate: bool = True,
+    keep_free: int | None = 1,
+    uncertainty: bool = True,
 ) -> Generator[Progress, None, SegmentResult]:
-    """Train a segmenter from annotated ``pairs`` ``(image, spacing, labels)``, segment ``target``.
+    """The dock's Segment: :func:`recipe_job` for ``scans[target]``, learning from every
+    annotation given (one per scan, None: not painted).
 
-    ``model`` is a backbone/segmenter file path (read once) or a ``Segmenter``. With
-    ``train=False`` the segmenter (``model`` itself, or loaded from a segmenter file)
-    only predicts. Training uses only the labels given here (``background``: per pair,
-    flat indices of its background-only slices); the returned prediction is for every
-    slice and frame of ``target`` ``(image, spacing)``.
-
-    ``own`` is the index of the pair annotating the target itself (None: none);
-    ``on_grid`` says per pair whether it is another phase of the target's stack (None:
-    same shape and spacing). With ``localise`` prediction runs on the heart region
-    (:func:`napari_pix2rep.localise.locate_heart`: the target's paint, else that of the
-    pairs on its grid, else the motion of a cine); with ``propagate`` (training only)
-    painted slices are carried onto the target first
-    (:func:`napari_pix2rep.loop.carry_iter`) and a 3D target is predicted fused with
-    the other painted phases of its stack (:func:`napari_pix2rep.loop.fusion_sources`,
-    :func:`napari_pix2rep.propagate.predict_fused_iter`), each predicted by a linear
-    probe of its own paint (a fine-tuned segmenter predicts them itself).
+    The result holds the segmenter that predicted the target (``trained`` when the
+    recipe trained it), its prediction, its uncertainty (with ``uncertainty``) and the
+    recipe's report.
     """
-    from .device import release_memory, resolve_device
-    from .loop import carry_iter, fusion_sources, grid_pairs, heart_region
-    from .predict import DEFAULT_CLEANUP
-    from .propagate import predict_fused_iter
-
     t0 = time.perf_counter()
-    dev = resolve_device(device)
-    cfg = _train_config(config)
-    pairs = list(pairs)
-    names = list(names) if names else [f"image {i + 1}" for i in range(len(pairs))]
-    background = [set(b) for b in (background or [])]
-    background += [set()] * (len(pairs) - len(background))
-    grid = grid_pairs(pairs, target, own, on_grid)
-    region = heart_region(pairs, target, own, grid) if localise else None
-    source, preprocess = _source(model)
+    job = recipe_job(
+        model,
+        scans,
+        annotations,
+        targets=[target],
+        settings=settings,
+        device=device,
+        should_stop=should_stop,
+        keep_free=keep_free,
+    )
+    outcome = yield from job
+    return _result(outcome, target, time.perf_counter() - t0, _model_name(model), uncertainty)
 
-    def stopped() -> SegmentResult:
-        return SegmentResult(None, None, True, time.perf_counter() - t0)
 
-    with cpu_threads(dev):
-        try:
-            if train:
-                if propagate:
-                    extra = yield from carry_iter(
-                        pairs, target, own, background, grid, len(cfg.classes), region, should_stop
-                    )
-                    if extra is None:
-                        return stopped()
-                    pairs += extra
-                    names += ["carried"] * len(extra)
-                    background += [set()] * len(extra)
-                segmenter = yield from _train(
-                    source, preprocess, pairs, cfg, dev, names, background, should_stop
-                )
-                if segmenter is None:
-                    return stopped()
-            else:
-                _require_segmenter(source)
-                segmenter = source
-            sources = []
-            for k in fusion_sources(pairs, target, grid) if train and propagate else []:
-                seg = segmenter  # a fine-tune is not repeated; a probe of its own paint is
-                if cfg.mode == "linear":
-                    seg = yield from _train(
-                        source,
-                        preprocess,
-                        [pairs[k]],
-                        cfg,
-                        dev,
-                        [names[k]],
-                        [background[k]],
-                        should_stop,
-                    )
-                    if seg is None:
-                        return stopped()
-                sources.append((np.asarray(pairs[k][0]), seg))
-            if sources:
-                pred = yield from predict_fused_iter(
-                    segmenter, target, sources, dev, DEFAULT_CLEANUP, region, should_stop
-                )
-            else:
-                pred = yield from _predict(segmenter, target, dev, should_stop, region)
-        finally:
-            release_memory(dev)
-    if pred is None:
-        return SegmentResult(segmenter, None, True, time.perf_counter() - t0, train)
-    uncertainty = pred.uncertainty().astype(np.float16)
-    seconds = time.perf_counter() - t0
-    return SegmentResult(segmenter, pred, False, seconds, train, uncertainty, region)
+def _result(
+    outcome: SegmentOutcome, target: int, seconds: float, name: str, uncertainty: bool
+) -> SegmentResult:
+    """The :class:`SegmentResult` of one target of a recipe run."""
+    if outcome.cancelled:
+        return SegmentResult(None, None, True, seconds, outcome.trained, report=outcome.report)
+    pred = outcome.masks[target]
+    (image,) = outcome.report.images
+    how = image.how + (name if image.how in ("zero clicks", "adapted") else "")
+    return SegmentResult(
+        outcome.segmenters[target],
+        pred,
+        False,
+        seconds,
+        outcome.trained,
+        pred.uncertainty().astype(np.float16) if uncertainty else None,
+        outcome.regions[target],
+        how,
+        outcome.report,
+    )

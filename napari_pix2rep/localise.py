@@ -19,7 +19,7 @@ No torch; looks at images (and the user's own annotations), never at a truth mas
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -30,13 +30,22 @@ from scipy import ndimage
 MOTION_HALF_MM = 90.0
 #: Margin added around painted foreground, mm.
 ANNOTATION_MARGIN_MM = 25.0
+#: The motion peak (mean of the strongest 2 % of the map) over the map's median below
+#: which nothing moves like a heart: the phantom's beating heart gives 3.9-7.7, a crop
+#: without the heart 1.5, noise 1.05 (tests/test_localise.py).
+MIN_MOTION_CONTRAST = 2.5
+#: A second moving structure at least this share of the peak and this far from it (mm;
+#: farther than LV and RV are apart) may be what the region was centred on instead.
+SECOND_PEAK, SECOND_PEAK_MM = 0.5, 60.0
 
 
 @dataclass(frozen=True)
 class HeartRegion:
     """An in-plane box ``[y0, y1) x [x0, x1)`` in native voxels, the same on every slice.
 
-    ``centre`` is ``(y, x)`` in voxels (float); ``source`` says which cue found it.
+    ``centre`` is ``(y, x)`` in voxels (float); ``source`` says which cue found it;
+    ``note`` is a sentence of doubt about it ("" when there is none, see
+    :func:`motion_doubt`), for the user to read.
     """
 
     y0: int
@@ -45,6 +54,7 @@ class HeartRegion:
     x1: int
     centre: tuple[float, float]
     source: str
+    note: str = ""
 
     def slices(self) -> tuple[slice, slice]:
         """``(slice(y0, y1), slice(x0, x1))`` for indexing the last two axes."""
@@ -66,6 +76,7 @@ class HeartRegion:
             min(w, self.x1 + by_yx[1]),
             self.centre,
             self.source,
+            self.note,
         )
 
     def area_fraction(self, shape: tuple[int, ...]) -> float:
@@ -120,7 +131,37 @@ def region_from_motion(
     top = energy >= np.percentile(energy, 98.0)
     cy, cx = ndimage.center_of_mass(np.where(top, energy, 0.0))
     hy, hx = (half_mm / max(float(s), 1e-3) for s in spacing_yx)
-    return _box(cy, cx, hy, hx, energy.shape, "motion")
+    box = _box(cy, cx, hy, hx, energy.shape, "motion")
+    return replace(box, note=motion_doubt(energy, spacing_yx))
+
+
+def motion_doubt(energy: np.ndarray, spacing_yx: tuple[float, float]) -> str:
+    """Why a region centred on the motion map ``energy`` ``(y, x)`` may miss the heart, as
+    a sentence ("" when the map has one clear peak): nothing stands out (a view without
+    the heart, noise), or a second structure far from the first moves nearly as much."""
+    top = energy >= np.percentile(energy, 98.0)
+    contrast = float(energy[top].mean()) / max(float(np.median(energy)), 1e-9)
+    if contrast < MIN_MOTION_CONTRAST:
+        return (
+            f"Nothing in the view moves like a heart (motion peak {contrast:.1f} x the "
+            "median, a beating heart gives over 3): there may be no heart in it, and any "
+            "structure segmented there is doubtful."
+        )
+    peaks, n = ndimage.label(energy >= SECOND_PEAK * float(energy.max()))
+    if n < 2:
+        return ""
+    where = ndimage.maximum_position(energy, peaks, range(1, n + 1))
+    height = ndimage.maximum(energy, peaks, range(1, n + 1))
+    order = np.argsort(height)[::-1]
+    first, second = (np.asarray(where[i], float) for i in order[:2])
+    mm = float(np.hypot(*((first - second) * np.asarray(spacing_yx, float))))
+    if mm <= SECOND_PEAK_MM:
+        return ""
+    return (
+        f"Two structures {mm:.0f} mm apart move like a heart: the heart region may be on "
+        "the wrong one; check the segmentation (painting one slice of the heart avoids "
+        "this)."
+    )
 
 
 def region_from_annotation(

@@ -1,29 +1,27 @@
 """The dock's annotation-loop rules as plain functions: what trains, what is carried.
 
-- which annotations lie on the target's grid (other phases of the same stack) and so
-  localise the heart (:func:`on_same_grid`, :func:`heart_paint`);
-- which painted slices are carried onto the target by registration
+- which images lie on one grid (phases of the same stack, :func:`on_same_grid`) and
+  where their paint puts the heart (:func:`heart_paint`);
+- which painted slices are carried onto a target by registration
   (:func:`carry_plan`, for a 3D target and another phase; :func:`cine_carry_plan`, for a
-  cine painted in one frame: to the frame most different from it, about ES), and which
-  phases' predictions a 3D target's is fused with (:func:`fusion_sources`);
+  cine painted in one frame: to the frame most different from it, about ES);
 - which slices "Use corrections" marks background-only (:func:`corrected_background`)
   and how the annotated-slice list shows them (:func:`annotation_summary`).
 
 Arrays are in display order, ``(z, y, x)`` or ``(t, z, y, x)``; a background-only slice is
 a flat index into ``labels.reshape(-1, H, W)`` (:mod:`napari_pix2rep.annotations`). The
 layer metadata key holding that list is :data:`BACKGROUND_KEY`. Imports neither Qt nor
-torch.
+torch. The Segment recipe that applies these rules is :mod:`napari_pix2rep.recipe`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .annotations import annotated_slice_summary
-from .progress import Progress, StopCheck
 
 #: Annotation-layer metadata: the flat indices of its background-only slices.
 BACKGROUND_KEY = "pix2rep_background_slices"
@@ -60,16 +58,12 @@ def on_same_grid(
     return bool(np.allclose(np.asarray(affine_a), np.asarray(affine_b), atol=1e-3))
 
 
-def heart_paint(own: np.ndarray | None, others: Iterable[np.ndarray]) -> np.ndarray | None:
-    """Painted foreground ``(..., y, x)`` that localises the target's heart, or None.
-
-    The target's own annotation when it holds paint, else the union of the painted
-    voxels of the other annotations on its grid (``others``, same in-plane size).
-    """
-    if own is not None and np.any(own):
-        return np.asarray(own) > 0
+def heart_paint(annotations: Iterable[np.ndarray]) -> np.ndarray | None:
+    """The painted foreground ``(y, x)`` of a stack's annotations (same in-plane size),
+    which localises its heart: the union over their slices and frames; None when nothing
+    is painted."""
     union = None
-    for lab in others:
+    for lab in annotations:
         fg = (np.asarray(lab) > 0).reshape(-1, *np.shape(lab)[-2:]).any(axis=0)
         union = fg if union is None else union | fg
     return union if union is not None and union.any() else None
@@ -171,111 +165,3 @@ def annotation_summary(
     positions = annotated_slice_summary(lab, empty)
     only = [tuple(int(v) for v in np.unravel_index(i, lead)) for i in empty]
     return positions, only
-
-
-# -- used by jobs.segment_job ------------------------------------------------------------
-def heart_region(
-    pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
-    target: tuple[np.ndarray, Sequence[float]],
-    own: int | None,
-    grid: Sequence[int],
-) -> Any:
-    """The target's :class:`~napari_pix2rep.localise.HeartRegion` (None: nothing finds it)."""
-    from .localise import locate_heart
-
-    image = np.asarray(target[0])
-    paint = heart_paint(pairs[own][2] if own is not None else None, [pairs[k][2] for k in grid])
-    others = [np.asarray(pairs[k][0]) for k in grid] if image.ndim == 3 else []
-    return locate_heart(image, tuple(target[1]), annotation=paint, other_frames=others)
-
-
-def grid_pairs(
-    pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
-    target: tuple[np.ndarray, Sequence[float]],
-    own: int | None,
-    on_grid: Sequence[bool] | None,
-) -> list[int]:
-    """Indices of the pairs (not ``own``) that are other phases on the target's grid."""
-    image, spacing = target
-    out = []
-    for k, (img, sp, _) in enumerate(pairs):
-        if k == own:
-            continue
-        same = (
-            on_grid[k]
-            if on_grid is not None
-            else on_same_grid(np.shape(img), sp, None, np.shape(image), spacing, None)
-        )
-        if same:
-            out.append(k)
-    return out
-
-
-def fusion_sources(
-    pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
-    target: tuple[np.ndarray, Sequence[float]],
-    grid: Sequence[int],
-) -> list[int]:
-    """The pairs a 3D target's prediction is fused with: the other phases of its stack
-    (``grid``, from :func:`grid_pairs`) holding painted slices, not the target's own image
-    again; none for a cine."""
-    image = np.asarray(target[0])
-    if image.ndim != 3:
-        return []
-    return [
-        k for k in grid if np.asarray(pairs[k][2]).any() and not np.array_equal(pairs[k][0], image)
-    ]
-
-
-def carry_iter(
-    pairs: Sequence[tuple[np.ndarray, Sequence[float], np.ndarray]],
-    target: tuple[np.ndarray, Sequence[float]],
-    own: int | None,
-    background: Sequence[Collection[int]],
-    grid: Sequence[int],
-    n_classes: int,
-    region: Any,
-    should_stop: StopCheck,
-) -> Generator[Progress, None, list[tuple[np.ndarray, tuple[float, ...], np.ndarray]] | None]:
-    """Painted slices carried onto the target (:mod:`napari_pix2rep.loop` decides which),
-    one registration per slice: extra ``(image, spacing, labels)`` pairs, None if stopped.
-
-    A 3D target gets the other phases' painted slices it has not annotated itself; a cine
-    painted in frame f gets them in the frame most different from f.
-    """
-    from .preprocess import normalize_intensity
-    from .propagate import carry_slice
-
-    image, spacing = np.asarray(target[0]), tuple(float(s) for s in target[1])
-    own_labels = np.asarray(pairs[own][2]) if own is not None else None
-    own_bg = set(background[own]) if own is not None else set()
-    jobs = []  # (source volume, target volume, source labels, slices, frame, where)
-    if image.ndim == 4 and own_labels is not None:
-        plan = cine_carry_plan(image, own_labels, own_bg)
-        if plan is not None:
-            f, g, todo = plan
-            jobs.append((image[f], image[g], own_labels[f], todo, g, f"to frame {g}"))
-    elif image.ndim == 3:
-        sources = [np.asarray(pairs[k][2]) for k in grid]
-        for j, todo in carry_plan(own_labels, own_bg, sources):
-            src = np.asarray(pairs[grid[j]][0])
-            jobs.append((src, image, sources[j], todo, None, "to this image"))
-    extra = []
-    total = sum(len(todo) for *_, todo, _, _ in jobs)
-    done = 0
-    for src, dst, lab, todo, frame, where in jobs:
-        src_n, dst_n = normalize_intensity(src), normalize_intensity(dst)  # once per pair
-        carried = np.zeros(lab.shape, dtype=np.int64)
-        word = "slice" if len(todo) == 1 else "slices"
-        for z in todo:
-            msg = f"Carrying {len(todo)} painted {word} {where}"
-            yield Progress("carry", done, total, message=msg)
-            if should_stop():
-                return None
-            carried[z] = carry_slice(src_n[z], dst_n[z], lab[z], n_classes, region)
-            done += 1
-        sp = spacing[1:] if frame is not None else spacing
-        extra.append((dst, sp, carried))
-    if jobs:
-        yield Progress("carry", total, total, message=f"Carried {total} painted slices")
-    return extra

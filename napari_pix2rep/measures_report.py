@@ -14,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import cardiac_measures, cine_measures, structure_volumes, volume_curve
+from .metrics import (
+    cardiac_measures,
+    cine_measures,
+    measure_warnings,
+    structure_volumes,
+    volume_curve,
+)
 from .outputs import atomic_write
 
 #: The volume curve's columns after the frame (keys of ``metrics.structure_volumes``).
@@ -53,6 +59,7 @@ def measures_table(
         ed_how = "given" if ed is not None else "largest LV"
         es_how = "given" if es is not None else "smallest LV"
         note = f"ED = frame {m.ed_frame} ({ed_how}), ES = frame {m.es_frame} ({es_how})."
+        note = " ".join([note, *measure_warnings(m, curve)])
         return MeasuresTable(_measure_rows(m), curve, note)
     if labels.ndim != 3:
         raise ValueError(f"Expected a 3D or 4D segmentation, not shape {labels.shape}.")
@@ -64,10 +71,10 @@ def measures_table(
                 "the same grid."
             )
         m = cardiac_measures(labels, es_labels, spatial)
-        note = ""
+        notes = measure_warnings(m, same=bool(np.array_equal(labels, es_labels)))
         if m.LV_ESV > m.LV_EDV:
-            note = "The ES layer has a larger LV than the ED layer: check the choice."
-        return MeasuresTable(_measure_rows(m), [], note)
+            notes.append("The ES layer has a larger LV than the ED layer: check the choice.")
+        return MeasuresTable(_measure_rows(m), [], " ".join(notes))
     v = structure_volumes(labels, spatial)
     rows = [
         ("LV volume", v["LV_ml"], "mL"),

@@ -23,7 +23,9 @@ This module imports neither torch nor Qt.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -357,6 +359,43 @@ def copy_header(header: nib.Nifti1Header) -> nib.Nifti1Header:
     for ext in header.extensions:
         out.extensions.append(Nifti1Extension(ext.get_code(), ext.get_content()))
     return out
+
+
+#: The NIfTI extension (a JSON comment, ecode 6) naming a label map's classes.
+CLASSES_FORMAT = "napari-pix2rep/classes"
+_COMMENT = 6
+
+
+def label_classes(header: nib.Nifti1Header) -> tuple[str, ...] | None:
+    """The class names a label map's header stores (label ``i`` is name ``i``, written by
+    :func:`~.nifti_write.write_nifti` with ``classes``), or None when it stores none."""
+    for ext in header.extensions:
+        if ext.get_code() != _COMMENT:
+            continue
+        try:
+            doc = json.loads(bytes(ext.get_content()).rstrip(b"\0").decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("format") == CLASSES_FORMAT:
+            names = doc.get("classes")
+            if isinstance(names, list) and len(names) >= 2:
+                if all(isinstance(n, str) and n.strip() for n in names):
+                    return tuple(names)
+    return None
+
+
+def set_label_classes(header: nib.Nifti1Header, classes: Sequence[str] | None) -> None:
+    """Store ``classes`` in ``header`` (replacing a previous list; None removes it)."""
+    keep = [e for e in header.extensions if not _is_classes(e)]
+    header.extensions.clear()
+    header.extensions.extend(keep)
+    if classes is not None:
+        doc = json.dumps({"format": CLASSES_FORMAT, "classes": [str(c) for c in classes]})
+        header.extensions.append(Nifti1Extension(_COMMENT, doc.encode("utf-8")))
+
+
+def _is_classes(ext: Nifti1Extension) -> bool:
+    return ext.get_code() == _COMMENT and CLASSES_FORMAT.encode() in bytes(ext.get_content())
 
 
 def header_from_spacing(

@@ -13,7 +13,7 @@ This module imports neither torch nor Qt.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,14 @@ import numpy as np
 
 from .datafiles import is_nifti_path, nifti_suffix
 from .layer_meta import nifti_meta, volume_from_layer
-from .nifti import NiftiError, Volume, copy_header, header_from_spacing, label_dtype
+from .nifti import (
+    NiftiError,
+    Volume,
+    copy_header,
+    header_from_spacing,
+    label_dtype,
+    set_label_classes,
+)
 from .outputs import temp_path, write_reason
 
 
@@ -55,6 +62,7 @@ def write_nifti(
     *,
     kind: Literal["labels", "image"] = "labels",
     spacing: tuple[float, ...] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> str:
     """Write display-order ``data`` to ``path`` (``.nii`` or ``.nii.gz``) with ``like``'s header.
 
@@ -63,7 +71,9 @@ def write_nifti(
     for labels, cal_min/cal_max (cleared) change. Labels are saved as uint8 (uint16 above
     255) and must be non-negative integers; images keep the source dtype when lossless,
     else float32. Without a source header an explicit ``spacing`` gives an affine
-    ``diag(spacing)`` with sform/qform code 1. The file is written to a temporary file in
+    ``diag(spacing)`` with sform/qform code 1. ``classes`` (labels only: label ``i`` is
+    name ``i``) are stored in the header (:func:`~.nifti.label_classes` reads them, so
+    ``pix2rep measure`` knows which label is the LV). The file is written to a temporary file in
     the same folder and renamed onto ``path``, so a failure leaves any previous file intact.
     Returns the written path.
     """
@@ -114,6 +124,8 @@ def write_nifti(
             )
         header["cal_min"] = 0
         header["cal_max"] = 0
+        if classes is not None:
+            set_label_classes(header, classes)
     else:
         if np.iscomplexobj(data) or not np.issubdtype(data.dtype, np.number):
             raise NiftiError(f"Cannot write {name}: image data must be real numbers.")

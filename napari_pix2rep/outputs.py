@@ -12,6 +12,8 @@
   than :data:`STALE_AFTER_S` (a save takes seconds). Nothing else is ever touched.
 * :class:`OutputLock`: one run at a time per output file (``<name>.lock`` beside it,
   holding pid, host and time); a lock whose process is gone is taken over with a note.
+* :func:`check_outputs`: the one rule every command's outputs pass against all its
+  inputs and the files already there, before any work (see its docstring).
 
 No torch import.
 """
@@ -26,7 +28,7 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -203,15 +205,17 @@ def _make_folder(folder: Path, shown: Path) -> None:
         raise OutputError(f"Cannot create the folder {folder}: {write_reason(e)}.") from None
 
 
-def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+def check_output_file(
+    path: str | os.PathLike, flag: str = "--out", example: str = "model.pt"
+) -> Path:
     """Make sure ``path`` can be written before any work; remove our stale temp files there.
 
     Creates missing parent folders. Raises :class:`OutputError` when ``path`` is a folder
-    or its folder cannot be created or written.
+    (the sentence suggests ``path / example``) or its folder cannot be created or written.
     """
     p = Path(path).expanduser()
     if p.is_dir():
-        raise OutputError(f"{flag} {p} is a folder; give a file name, e.g. {p / 'model.pt'}.")
+        raise OutputError(f"{flag} {p} is a folder; give a file name, e.g. {p / example}.")
     _make_folder(p.parent, p)
     _probe(p.parent, p)
     clean_stale_temps(p.parent)
@@ -227,6 +231,90 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out-dir") -> Path:
     _probe(p, p)
     clean_stale_temps(p)
     return p
+
+
+def _is_dicom(path: Path) -> bool:
+    from .dicom_files import is_dicom_file
+
+    return is_dicom_file(path)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names: the same resolved path, or (links) ``os.path.samefile``."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
+def check_outputs(
+    outputs: Iterable[tuple[str | os.PathLike, str]],
+    inputs: Iterable[str | os.PathLike | None],
+    *,
+    overwrite: bool,
+    reads_in_folders: Callable[[Path], bool] = _is_dicom,
+) -> None:
+    """The one rule for every command's outputs, checked before any work.
+
+    ``outputs`` are ``(path, flag)`` pairs, the flag naming the option the path comes
+    from (``"--out"``, ``"--out-dir"``); ``inputs`` are every file or folder the command
+    reads (None entries are skipped). Raises :class:`OutputError`, one sentence, when
+
+    - an output is an input: the same file by resolved path or ``os.path.samefile``
+      (hard and symbolic links), or a file under an input folder that the command reads
+      there (``reads_in_folders``: DICOM files by default; a DICOM file given stands for
+      its series in its folder, so that folder counts too);
+    - two outputs are the same file;
+    - an output exists and ``overwrite`` is False. Commands pass ``overwrite=True`` for a
+      file the user named explicitly (``--out``: replacing it is what was asked), and
+      ``--overwrite`` for names they derive (``predict``'s ``<name>_seg.nii.gz``, which may
+      be a mask the user drew).
+    """
+    files, folders = [], []
+    for item in inputs:
+        if item is None:
+            continue
+        p = Path(item).expanduser()
+        if p.is_dir():
+            folders.append(p)
+        else:
+            files.append(p)
+            if p.is_file() and _is_dicom(p):
+                folders.append(p.parent)
+    seen: list[Path] = []
+    for item, flag in outputs:
+        out = Path(item).expanduser()
+        for f in files:
+            if _same_file(out, f):
+                same = os.path.abspath(out) == os.path.abspath(f)
+                alias = "" if same else f" (the same file as the input {f})"
+                raise OutputError(
+                    f"{out} is an input and also the output of {flag}{alias}; writing it "
+                    f"would replace that input: choose another {flag}."
+                )
+        if out.is_file():
+            for d in folders:
+                if _inside(out, d) and reads_in_folders(out):
+                    raise OutputError(
+                        f"{out} is one of the files read from the input {d} and also the "
+                        f"output of {flag}; writing it would replace that input: choose "
+                        f"another {flag}."
+                    )
+        for other in seen:
+            if _same_file(out, other):
+                raise OutputError(f"Two outputs would be written to the same file {out}.")
+        seen.append(out)
+        if not overwrite and (out.exists() or out.is_symlink()):
+            raise OutputError(
+                f"{out} already exists (it may be a file you made); add --overwrite to "
+                f"replace it, or choose another {flag}."
+            )
 
 
 class OutputLock:

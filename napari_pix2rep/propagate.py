@@ -18,7 +18,7 @@ decided by what the probe sees there and by where ED's heart moved to.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,12 +27,11 @@ from torch.nn import functional as F
 from .classes import IGNORE
 from .localise import HeartRegion
 from .preprocess import normalize_intensity
-from .progress import Progress, StopCheck, never, until_stopped
+from .progress import Progress, StopCheck, never
+from .segment_settings import FUSE_WEIGHT, Registration
 
-#: Weight of the other phase's carried prediction in a fused one, chosen on the validation
-#: patients among 0.35, 0.5 and 0.65 (few-slice ES DICE 0.726 unfused; docs/benchmarks.md).
-#: ``benchmarks/few_slice.py --fuse-weight`` replaces it to compare.
-FUSE_WEIGHT = 0.35
+if TYPE_CHECKING:
+    from .predict import Prediction
 
 
 def _grid(h: int, w: int) -> torch.Tensor:
@@ -54,33 +53,16 @@ def _local_ncc(a: torch.Tensor, b: torch.Tensor, win: int = 9) -> torch.Tensor:
     return (cov * cov / (va * vb + 1e-4)).mean()
 
 
-@dataclass(frozen=True)
-class Registration:
-    """How a slice is registered: control points every ``control_spacing`` pixels,
-    ``steps`` Adam steps per level, ``bending`` the weight of the bending penalty."""
-
-    control_spacing: int = 6
-    steps: int = 80
-    bending: float = 0.05
-
-
-#: The settings of every registration here. Chosen on the validation patients: a control
-#: grid of 6 px (was 8) and bending 0.05 (was 0.1) carry the ES contraction better
-#: (few-slice, carried slices only: ES DICE 0.719 -> 0.726, LV EF error 9.5 -> 6.5 points
-#: on average; docs/benchmarks.md). ``benchmarks/few_slice.py --registration`` replaces it.
-REGISTRATION = Registration()
-
-
 def register_slice(
     source: np.ndarray, target: np.ndarray, settings: Registration | None = None
 ) -> torch.Tensor:
     """Displacement grid ``(1, H, W, 2)`` (grid_sample units) taking ``source`` onto ``target``.
 
     ``source`` and ``target`` are 2D ``(H, W)`` float arrays of the same shape (already
-    intensity-normalised). Two levels (half resolution first); ``settings`` (default
-    :data:`REGISTRATION`) set the control grid, the steps per level and the bending weight.
+    intensity-normalised). Two levels (half resolution first); ``settings`` set the control
+    grid, the steps per level and the bending weight (None: the shipped ones).
     """
-    settings = settings or REGISTRATION
+    settings = settings or Registration()
     control_spacing, steps, smooth = settings.control_spacing, settings.steps, settings.bending
     src = torch.as_tensor(source, dtype=torch.float32)[None, None]
     tgt = torch.as_tensor(target, dtype=torch.float32)[None, None]
@@ -135,42 +117,54 @@ def carry_slice(
     labels: np.ndarray,
     n_classes: int,
     region: HeartRegion | None = None,
+    registration: Registration | None = None,
 ) -> np.ndarray:
     """One painted slice carried from ``source`` to ``target``: int64 ``(H, W)``.
 
     ``source`` and ``target`` are the same slice ``(H, W)`` of two phases, intensity-
     normalised over their volumes (:func:`~napari_pix2rep.preprocess.normalize_intensity`);
     ``labels`` is the source's painted ``(H, W)``. Only ``region`` (when given) is
-    registered; the rest of the slice is background, as in the source.
+    registered (:func:`register_slice` with ``registration``); the rest of the slice is
+    background, as in the source.
     """
     ys, xs = region.slices() if region is not None else (slice(None), slice(None))
     plane = np.zeros(labels.shape, dtype=np.int64)
-    disp = register_slice(source[ys, xs], target[ys, xs])
+    disp = register_slice(source[ys, xs], target[ys, xs], registration)
     plane[ys, xs] = warp_labels(labels[ys, xs], disp, n_classes)
     return plane
 
 
-def propagate_slices(
+def carry_slices_iter(
     source_volume: np.ndarray,
     target_volume: np.ndarray,
     labels: np.ndarray,
-    slices: list[int],
+    slices: Sequence[int],
     n_classes: int,
     region: HeartRegion | None = None,
-) -> np.ndarray:
+    registration: Registration | None = None,
+    should_stop: StopCheck = never,
+    message: str = "Carrying painted slices",
+) -> Generator[Progress, None, np.ndarray | None]:
     """Painted ``slices`` of ``labels`` (on ``source_volume``) carried to ``target_volume``.
 
-    Volumes are 3D ``(z, y, x)`` of the same shape (two phases of one stack); ``labels``
-    is the source's ``(z, y, x)`` annotation. Returns an int64 ``(z, y, x)`` annotation
-    of the target in the ``full`` convention of :mod:`napari_pix2rep.annotations`: the
-    propagated slices hold the warped classes with ``IGNORE`` where uncertain, every other
-    slice is 0 (unannotated). See :func:`carry_slice`.
+    Volumes are 3D ``(z, y, x)`` of the same shape (two phases of one stack, or two frames
+    of a cine); ``labels`` is the source's ``(z, y, x)`` annotation. Yields
+    ``Progress("carry", done, len(slices), message)`` before each slice; returns an int64
+    ``(z, y, x)`` annotation of the target in the ``full`` convention of
+    :mod:`napari_pix2rep.annotations` (the carried slices hold the warped classes with
+    ``IGNORE`` where uncertain, every other slice is 0: unannotated), or None when
+    ``should_stop()`` said so between slices. See :func:`carry_slice`.
     """
     src = normalize_intensity(source_volume)
     tgt = normalize_intensity(target_volume)
-    out = np.zeros(labels.shape, dtype=np.int64)
-    for z in slices:
-        out[z] = carry_slice(src[z], tgt[z], labels[z], n_classes, region)
+    out = np.zeros(np.shape(labels), dtype=np.int64)
+    for done, z in enumerate(slices):
+        yield Progress("carry", done, len(slices), message=message)
+        if should_stop():
+            return None
+        out[z] = carry_slice(
+            src[z], tgt[z], np.asarray(labels[z]), n_classes, region, registration
+        )
     return out
 
 
@@ -180,6 +174,7 @@ def carry_probabilities_iter(
     target_volume: np.ndarray,
     region: HeartRegion | None = None,
     should_stop: StopCheck = never,
+    registration: Registration | None = None,
 ) -> Generator[Progress, None, np.ndarray | None]:
     """Class probabilities ``(K, z, y, x)`` of the source phase carried onto the target.
 
@@ -203,7 +198,7 @@ def carry_probabilities_iter(
         p = torch.from_numpy(np.ascontiguousarray(out[:, z, ys, xs]))[None]
         if float(p[0, 0].min()) >= 0.5:  # no heart here: "background" wherever it goes
             continue
-        disp = register_slice(src[z][ys, xs], tgt[z][ys, xs])
+        disp = register_slice(src[z][ys, xs], tgt[z][ys, xs], registration)
         h, w = p.shape[-2:]
         warped = F.grid_sample(p, _grid(h, w) + disp, align_corners=True, padding_mode="border")
         out[:, z, ys, xs] = warped[0].numpy()
@@ -212,69 +207,19 @@ def carry_probabilities_iter(
 
 
 def fuse_probabilities(
-    target_probs: np.ndarray, carried: Sequence[np.ndarray], weight: float | None = None
+    target_probs: np.ndarray, carried: Sequence[np.ndarray], weight: float = FUSE_WEIGHT
 ) -> np.ndarray:
     """``(1 - weight) · target + weight · mean(carried)``: float16 ``(K, z, y, x)``.
 
-    ``weight`` defaults to :data:`FUSE_WEIGHT`.
     ``target_probs`` is the target phase's own prediction and ``carried`` the other
     phases' predictions carried onto it (:func:`carry_probabilities_iter`), all of one
     shape; with nothing carried the target's probabilities are returned as they are.
     """
     if not carried:
         return target_probs
-    weight = FUSE_WEIGHT if weight is None else weight
     other = np.mean([np.asarray(c, dtype=np.float32) for c in carried], axis=0)
     fused = (1.0 - weight) * np.asarray(target_probs, dtype=np.float32) + weight * other
     return fused.astype(np.float16)
-
-
-def _relabelled(gen: Generator[Progress, None, object], message: str):
-    """``gen``'s steps with ``message``, and its value; closing it closes ``gen``."""
-    try:
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            yield replace(p, message=message)
-    finally:
-        gen.close()
-
-
-def predict_fused_iter(
-    segmenter,
-    target: tuple[np.ndarray, Sequence[float]],
-    sources: Sequence[tuple[np.ndarray, object]],
-    device="auto",
-    cleanup: bool = True,
-    region: HeartRegion | None = None,
-    should_stop: StopCheck = never,
-) -> Generator[Progress, None, object]:
-    """Segment a 3D ``target`` ``(image, spacing)`` fused with other phases of its stack.
-
-    ``sources`` are ``(volume, segmenter)``: another phase ``(z, y, x)`` on the target's
-    grid (e.g. ED for ES) and the segmenter that predicts it (on the validation patients a
-    probe of that phase's own paint did better than the target's segmenter, which also
-    learnt from the carried slices). Each source's probabilities are carried onto the target
-    (:func:`carry_probabilities_iter`) and blended with the target's own
-    (:func:`fuse_probabilities`) before the labels and the clean-up. Returns a
-    :class:`~napari_pix2rep.predict.Prediction`, or None when stopped.
-    """
-    from .predict import predict_iter
-
-    data, spacing = np.asarray(target[0]), tuple(target[1])
-    runs = []
-    for i, (volume, seg) in enumerate(((data, segmenter), *sources)):
-        gen = predict_iter(seg, np.asarray(volume), spacing, device, cleanup=False, region=region)
-        if i:
-            gen = _relabelled(gen, "Segmenting the other phase")
-        stopped, pred = yield from until_stopped(gen, should_stop)
-        if stopped:
-            return None
-        runs.append(pred.probabilities)
-    others = [(volume, probs) for (volume, _), probs in zip(sources, runs[1:])]
-    return (yield from fuse_iter(runs[0], data, others, cleanup, region, should_stop))
 
 
 def fuse_iter(
@@ -284,16 +229,22 @@ def fuse_iter(
     cleanup: bool = True,
     region: HeartRegion | None = None,
     should_stop: StopCheck = never,
-) -> Generator[Progress, None, object]:
+    registration: Registration | None = None,
+    weight: float = FUSE_WEIGHT,
+) -> Generator[Progress, None, Prediction | None]:
     """The fused :class:`~napari_pix2rep.predict.Prediction` of a 3D target from its own
     class probabilities ``(K, z, y, x)`` and ``sources``: ``(volume, probabilities)`` of
-    other phases of its stack, already predicted. None when stopped."""
+    other phases of its stack, already predicted, carried with ``registration`` and
+    blended with ``weight`` (:func:`fuse_probabilities`). None when stopped."""
     from .predict import label_probabilities
 
     carried = []
     for volume, probs in sources:
-        c = yield from carry_probabilities_iter(probs, volume, target_volume, region, should_stop)
+        c = yield from carry_probabilities_iter(
+            probs, volume, target_volume, region, should_stop, registration
+        )
         if c is None:
             return None
         carried.append(c)
-    return label_probabilities(fuse_probabilities(target_probs, carried), cleanup, region)
+    fused = fuse_probabilities(target_probs, carried, weight)
+    return label_probabilities(fused, cleanup, region)

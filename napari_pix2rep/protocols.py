@@ -13,11 +13,13 @@ annotation loop
     may be background only -- and both phases are segmented again; DICE on the slices
     nobody painted, after 2, 3, 4, ... painted slices.
 
-Images are preprocessed from the image alone; truth is read only to train (the given
-slices) and to score. With ``localise`` prediction runs on the heart region
-(:mod:`napari_pix2rep.localise`): in few-slice (on by default, measured) from the given
-slices, what the user painted; in one-shot (off by default, not yet measured) from the
-motion between the held-out patient's own ED and ES images.
+Every protocol segments with the Segment recipe (:mod:`napari_pix2rep.recipe`), as the
+dock and ``pix2rep segment`` do, with the settings given. Images are preprocessed from the
+image alone; truth is read only to train (the given slices) and to score. With
+``localise`` prediction runs on the heart region (:mod:`napari_pix2rep.localise`): in
+few-slice (on by default, measured) from the given slices, what the user painted; in
+one-shot (off by default, not yet measured) from the motion between the held-out
+patient's own ED and ES images.
 """
 
 from __future__ import annotations
@@ -30,13 +32,11 @@ import numpy as np
 
 from .acdc import Case
 from .classes import STRUCTURES
-from .localise import locate_heart
-from .loop import carry_plan
 from .metrics import dice_per_class, ejection_fraction, structure_volumes
 from .nifti import Volume
-from .predict import DEFAULT_CLEANUP, label_probabilities, predict_volume
-from .progress import run_to_end
-from .propagate import fuse_iter, propagate_slices
+from .predict import DEFAULT_CLEANUP
+from .recipe import Annotation, Scan, segment
+from .segment_settings import SegmentSettings
 from .segmenter import Segmenter
 from .train_config import TrainConfig
 from .training import train_segmenter
@@ -77,22 +77,19 @@ def evaluate(
     cleanup: bool = DEFAULT_CLEANUP,
     localise: bool = False,
 ) -> list[dict]:
-    """Segment ED and ES of every case; one row per volume with its DICE."""
+    """Segment ED and ES of every case with a trained segmenter (the recipe, nothing
+    painted); one row per volume with its DICE."""
+    settings = SegmentSettings(train=False, localise=localise, cleanup=cleanup)
     rows = []
     for c in cases:
-        region = None
-        if localise and c.ed.data.shape == c.es.data.shape:
-            region = locate_heart(c.ed.data, c.ed.spacing, other_frames=[c.es.data])
-        for phase, img, gt in (("ED", c.ed, c.ed_gt), ("ES", c.es, c.es_gt)):
-            pred = predict_volume(
-                segmenter, img.data, img.spacing, device, cleanup=cleanup, region=region
-            )
+        outcome = segment(_scans(c), [None, None], segmenter, settings, device)
+        for k, (phase, gt) in enumerate((("ED", c.ed_gt), ("ES", c.es_gt))):
             rows.append(
                 {
                     "case": c.case.id,
                     "group": c.case.group,
                     "phase": phase,
-                    **score(pred.labels, gt.data),
+                    **score(outcome.masks[k].labels, gt.data),
                 }
             )
     return rows
@@ -123,15 +120,10 @@ def few_slice_given(gt: np.ndarray, k: int = 2) -> list[int]:
     return sorted(set(picks))
 
 
-def _carry(case: LoadedCase, src: str, labels: dict, background: dict, n: int, region):
-    """Painted slices of phase ``src`` not painted in the other phase, carried to it."""
-    dst = "ES" if src == "ED" else "ED"
-    vols = {"ED": case.ed.data, "ES": case.es.data}
-    target = labels[dst].astype(np.int64)
-    for _, todo in carry_plan(labels[dst], background[dst], [labels[src]]):  # the dock's rule
-        carried = propagate_slices(vols[src], vols[dst], labels[src], todo, n, region)
-        target[todo] = carried[todo]
-    return target
+def _scans(case: LoadedCase) -> list[Scan]:
+    return [
+        Scan(v.data, v.spacing, phase, v.affine) for phase, v in (("ED", case.ed), ("ES", case.es))
+    ]
 
 
 def segment_phases(
@@ -140,73 +132,26 @@ def segment_phases(
     case: LoadedCase,
     ed_labels: np.ndarray,
     es_labels: np.ndarray | None,
-    cfg: TrainConfig,
+    settings: SegmentSettings,
     device: str = "auto",
-    cleanup: bool = DEFAULT_CLEANUP,
-    localise: bool = True,
-    propagate: bool = True,
     background: tuple[set[int], set[int]] = (set(), set()),
-    fuse: bool = True,
 ):
-    """Train on what is painted in ED and ES, segment both; ``(ED, ES predictions, s)``.
+    """Segment ED and ES from what is painted in them: ``(ED, ES predictions, train s)``.
 
-    The heart region comes from the painted slices. With ``propagate`` each phase is
-    segmented by its own segmenter, trained on everything painted plus the other
-    phase's painted slices carried onto it by registration (what a painted slice says
-    about the target phase), and (with ``fuse``) a phase whose other phase was painted is
-    predicted fused with that phase's prediction carried onto it
-    (:func:`~napari_pix2rep.propagate.fuse_iter`), as the dock does; without
-    ``propagate``, one segmenter trains on what is painted.
-    ``background`` lists ED's and ES's background-only slices (flat indices).
+    The Segment recipe (:func:`napari_pix2rep.recipe.segment_iter`) on the case's two
+    phases, exactly as the dock and ``pix2rep segment`` run it with these ``settings``:
+    each phase segmented by a segmenter that also learnt from the other phase's painted
+    slices carried onto it, fused with the other phase's prediction when that phase was
+    painted. ``background`` lists ED's and ES's background-only slices (flat indices).
     """
-    t0 = time.perf_counter()
-    labels = {"ED": ed_labels, "ES": np.zeros_like(ed_labels) if es_labels is None else es_labels}
-    bg = {"ED": set(background[0]), "ES": set(background[1])}
-    images = {"ED": (case.ed.data, case.ed.spacing), "ES": (case.es.data, case.es.spacing)}
-    same_grid = case.ed.data.shape == case.es.data.shape
-    region = None
-    if localise:
-        painted = (labels["ED"] > 0) | (labels["ES"] > 0) if same_grid else labels["ED"]
-        region = locate_heart(case.ed.data, case.ed.spacing, annotation=painted)
-
-    def train(targets: dict):
-        used = [ph for ph in ("ED", "ES") if targets[ph].any() or bg[ph]]
-        return train_segmenter(
-            source,
-            preprocess,
-            [images[ph] for ph in used],
-            [targets[ph] for ph in used],
-            cfg,
-            device=device,
-            background_slices=[bg[ph] for ph in used],
-        )
-
-    if propagate and same_grid:
-        k = len(cfg.classes)
-        segs = {
-            "ED": train({"ED": labels["ED"], "ES": labels["ES"]})
-            if not labels["ES"].any()
-            else train({"ED": _carry(case, "ES", labels, bg, k, region), "ES": labels["ES"]}),
-            "ES": train({"ED": labels["ED"], "ES": _carry(case, "ED", labels, bg, k, region)}),
-        }
-    else:
-        one = train(labels)
-        segs = {"ED": one, "ES": one}
-    train_s = time.perf_counter() - t0
-    vols = {"ED": case.ed, "ES": case.es}
-    raw = {  # each phase predicted once; fusion reuses the other phase's probabilities
-        ph: predict_volume(segs[ph], v.data, v.spacing, device, cleanup=False, region=region)
-        for ph, v in vols.items()
-    }
-    preds = []
-    for ph, other in (("ED", "ES"), ("ES", "ED")):
-        probs = raw[ph].probabilities
-        if fuse and propagate and same_grid and labels[other].any():  # other phase painted
-            source = [(vols[other].data, raw[other].probabilities)]
-            preds.append(run_to_end(fuse_iter(probs, vols[ph].data, source, cleanup, region)))
-        else:
-            preds.append(label_probabilities(probs, cleanup, region))
-    return preds[0], preds[1], train_s
+    anns = [
+        Annotation(labels, frozenset(bg))
+        for labels, bg in ((ed_labels, background[0]), (es_labels, background[1]))
+        if labels is not None
+    ]
+    anns += [None] * (2 - len(anns))
+    outcome = segment(_scans(case), anns, (source, preprocess), settings, device)
+    return outcome.masks[0], outcome.masks[1], outcome.report.seconds["train"]
 
 
 def _lv_ef(ed: np.ndarray, es: np.ndarray, case: LoadedCase) -> float:
@@ -219,38 +164,19 @@ def few_slice(
     source,
     preprocess,
     cases: Sequence[LoadedCase],
-    cfg: TrainConfig,
+    settings: SegmentSettings,
     device: str = "auto",
-    cleanup: bool = DEFAULT_CLEANUP,
     k: int = 2,
     progress: Callable[[str], None] | None = None,
-    localise: bool = True,
-    propagate: bool = True,
-    fuse: bool = True,
 ) -> list[dict]:
-    """few-slice-acdc: one segmenter per case from k ED slices; DICE on the rest.
-
-    See :func:`segment_phases` for ``localise``, ``propagate`` and ``fuse``.
-    """
+    """few-slice-acdc: the recipe per case from k painted ED slices; DICE on the rest."""
     rows = []
     for c in cases:
         given = few_slice_given(c.ed_gt.data, k)
         labels = np.zeros_like(c.ed_gt.data)
         labels[given] = c.ed_gt.data[given]
         t0 = time.perf_counter()
-        ed, es, train_s = segment_phases(
-            source,
-            preprocess,
-            c,
-            labels,
-            None,
-            cfg,
-            device,
-            cleanup,
-            localise,
-            propagate,
-            fuse=fuse,
-        )
+        ed, es, train_s = segment_phases(source, preprocess, c, labels, None, settings, device)
         seconds = time.perf_counter() - t0
         keep = np.ones(c.ed.data.shape, bool)
         keep[given] = False
@@ -286,14 +212,10 @@ def annotation_loop(
     source,
     preprocess,
     cases: Sequence[LoadedCase],
-    cfg: TrainConfig,
+    settings: SegmentSettings,
     rounds: int = 3,
     device: str = "auto",
-    cleanup: bool = DEFAULT_CLEANUP,
-    localise: bool = True,
-    propagate: bool = True,
     progress: Callable[[str], None] | None = None,
-    fuse: bool = True,
 ) -> list[dict]:
     """The annotation loop (module docstring): one row per case and round.
 
@@ -313,18 +235,7 @@ def annotation_loop(
             background = tuple({z for z in painted[ph] if not truth[ph][z].any()} for ph in truth)
             t0 = time.perf_counter()
             ed, es, train_s = segment_phases(
-                source,
-                preprocess,
-                c,
-                labels["ED"],
-                labels["ES"],
-                cfg,
-                device,
-                cleanup,
-                localise,
-                propagate,
-                background,
-                fuse,
+                source, preprocess, c, labels["ED"], labels["ES"], settings, device, background
             )
             row = {
                 "case": c.case.id,

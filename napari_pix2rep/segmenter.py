@@ -6,6 +6,13 @@ and weights, the preprocessing, the classes and the head; a backbone file (writt
 pretraining) holds the same without classes and head. Every builder here takes the dict
 :func:`~napari_pix2rep.checkpoint.load_model_file` returned, so one file is read once
 (:func:`napari_pix2rep.jobs.load_model_source` for either kind).
+
+A segmenter that segments without painting (the default cardiac model, trained on fully
+labelled patients) says so in its file: ``meta["zero_click"] = True``
+(:data:`ZERO_CLICK_KEY`, :attr:`Segmenter.zero_click`). The Segment recipe then predicts
+with it as is when nothing is painted and fine-tunes from it when something is
+(:mod:`napari_pix2rep.recipe`); any other segmenter was trained on a few painted slices of
+some image, so painted slices train a new head on its backbone.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from .nets.heads import LinearHead
 from .nets.unet import UNet, project_levels
 from .preprocess import PreprocessConfig
 
+#: ``meta`` key marking a segmenter that segments without painting (zero clicks).
+ZERO_CLICK_KEY = "zero_click"
+
 
 class Segmenter(nn.Module):
     """Backbone + linear head: ``(N, 1, H, W) -> (N, K, H, W)`` class scores."""
@@ -51,6 +61,11 @@ class Segmenter(nn.Module):
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def zero_click(self) -> bool:
+        """Whether it segments without painting (``meta[ZERO_CLICK_KEY]``)."""
+        return bool(self.meta.get(ZERO_CLICK_KEY, False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``(N, K, H, W)`` of ``(N, C_in, H, W)``: ``head(backbone(x))``.

@@ -2,7 +2,8 @@
 
 The session holds the loop's state -- the last trained segmenter, and per segmentation
 layer the prediction last written to it and its uncertainty -- and its rules: which
-(image, annotation) pairs train, what ``jobs.segment_job`` gets, which edits are
+(image, annotation) pairs train, what ``jobs.segment_job`` (the Segment recipe,
+:mod:`napari_pix2rep.recipe`) gets, which edits are
 corrections not yet used, how "Use corrections" changes the annotation layer, which
 slice to annotate next and where that lies in world coordinates. The dock's Segment tab
 only shows it; the tests drive it without Qt.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from psygnal import Signal
@@ -41,13 +42,11 @@ from .layer_meta import (
     same,
     unwrap,
 )
-from .loop import (
-    BACKGROUND_KEY,
-    annotation_summary,
-    background_of,
-    corrected_background,
-    on_same_grid,
-)
+from .loop import BACKGROUND_KEY, annotation_summary, background_of, corrected_background
+from .recipe import Annotation, Scan
+
+if TYPE_CHECKING:
+    from .segment_settings import SegmentSettings
 
 #: "train": learn from the annotations, then segment; "predict": the segmenter only.
 TRAIN, PREDICT = "train", "predict"
@@ -63,6 +62,11 @@ def _shape(layer: Any) -> tuple[int, ...]:
 
 def _spacing(layer: Any) -> tuple[float, ...]:
     return layer_spacing(layer.metadata, layer.scale, len(_shape(layer)))
+
+
+def _affine(layer: Any) -> np.ndarray | None:
+    affine = layer_affine(layer.metadata)
+    return None if affine is None else np.asarray(affine, dtype=float)
 
 
 def background(layer: Any) -> set[int]:
@@ -135,12 +139,10 @@ class Suggestion:
 
 @dataclass
 class Job:
-    """The running job: its kind (:data:`TRAIN` / :data:`PREDICT`), the image it segments
-    and the training mode asked for ("linear" / "finetune")."""
+    """The running job: its kind (:data:`TRAIN` / :data:`PREDICT`) and the image it segments."""
 
     kind: str
     image: str
-    mode: str = "linear"
 
 
 class SegmentationSession:
@@ -227,56 +229,51 @@ class SegmentationSession:
         image: Any,
         pairs: Sequence[tuple[Any, Any]],
         *,
-        config: dict | None,
+        settings: SegmentSettings,
         device: str,
-        train: bool,
     ) -> tuple[tuple, dict[str, Any]]:
         """``(args, kwargs)`` for ``jobs.segment_job(*args, **kwargs)``.
 
-        ``args`` = ``(model, pairs, target)``: ``pairs`` as ``(image, spacing, labels)``
-        arrays (labels copied when training, so painting meanwhile changes nothing),
-        ``target`` = ``(image, spacing)``. ``kwargs``: ``config``, ``device``, ``names``
-        (the images', training only), ``train``, and per pair its background-only slices,
-        which pair annotates ``image`` itself (``own``) and which are other phases of its
-        stack (``on_grid``: same shape, spacing and affine).
+        ``args`` = ``(model, scans, annotations)``: a :class:`~napari_pix2rep.recipe.Scan`
+        per image of ``pairs`` (an image once, its first annotation), then ``image`` when
+        it has none, with its name, spacing and affine; per scan its
+        :class:`~napari_pix2rep.recipe.Annotation` (labels copied when ``settings.train``,
+        so painting meanwhile changes nothing; its background-only slices) or None.
+        ``kwargs``: ``target`` (the index of ``image``), ``settings`` and ``device``.
         """
-        arrays = [
-            (
-                np.asarray(img.data),
-                _spacing(img),
-                np.array(ann.data, copy=True) if train else np.asarray(ann.data),
-            )
-            for img, ann in pairs
+        train = settings.train
+        layers: list[tuple[Any, Any]] = []
+        for img, ann in pairs:
+            if not any(same(img, seen) for seen, _ in layers):
+                layers.append((img, ann))
+        if not any(same(img, image) for img, _ in layers):
+            layers.append((image, None))
+        scans = [
+            Scan(np.asarray(img.data), _spacing(img), img.name, _affine(img)) for img, _ in layers
         ]
-        target = (np.asarray(image.data), _spacing(image))
-        grid = (_shape(image), _spacing(image), layer_affine(image.metadata))
+        annotations = [
+            None
+            if ann is None
+            else Annotation(
+                np.array(ann.data, copy=True) if train else np.asarray(ann.data),
+                frozenset(background(ann)),
+            )
+            for _, ann in layers
+        ]
         kwargs = {
-            "config": config,
+            "target": next(k for k, (img, _) in enumerate(layers) if same(img, image)),
+            "settings": settings,
             "device": device,
-            "names": [img.name for img, _ in pairs] if train else None,
-            "train": train,
-            "background": [background(ann) for _, ann in pairs],
-            "own": next((k for k, (img, _) in enumerate(pairs) if same(img, image)), None),
-            "on_grid": [
-                on_same_grid(_shape(img), _spacing(img), layer_affine(img.metadata), *grid)
-                for img, _ in pairs
-            ],
         }
-        return (model, arrays, target), kwargs
+        return (model, scans, annotations), kwargs
 
     @staticmethod
-    def check_segment(
-        image: Any, pairs: Sequence[tuple[Any, Any]], model_path: str | None
-    ) -> None:
-        """Raise :class:`SessionError` (one sentence) when Segment cannot start: no image,
-        no annotated pair (:meth:`training_pairs`) or no model file chosen."""
+    def check_segment(image: Any, model_path: str | None) -> None:
+        """Raise :class:`SessionError` (one sentence) when Segment cannot start: no image
+        or no model file chosen. Nothing painted is for the recipe to judge: a model that
+        segments without painting needs none (:func:`napari_pix2rep.recipe.plan_for`)."""
         if image is None:
             raise SessionError("Open a 3D or 4D image first.")
-        if not pairs:
-            raise SessionError(
-                "No annotated slice: press New annotation layer and paint at least one "
-                "slice first."
-            )
         if not model_path:
             raise SessionError(
                 "No model chosen: pick a backbone file or pretrain one (Pretrain tab)."
@@ -291,22 +288,22 @@ class SegmentationSession:
         return model_path
 
     # ------------------------------------------------------------------ jobs
-    def start_job(self, kind: str, image_name: str, mode: str = "linear") -> Job:
-        self.job = Job(kind, image_name, mode)
+    def start_job(self, kind: str, image_name: str) -> Job:
+        self.job = Job(kind, image_name)
         return self.job
 
     def finish_job(self, result: Any) -> str:
-        """Keep a newly trained segmenter; returns how the result was made ("linear
-        probe", "fine-tuned" or "current segmenter"). ``result``: a ``jobs.SegmentResult``
-        that was not cancelled."""
+        """Keep a newly trained segmenter; returns how the result was made (the result's
+        ``how``: "linear probe", "fine-tuned", "zero clicks, default.pt", ...; "current
+        segmenter" for a prediction with the segmenter in memory). ``result``: a
+        ``jobs.SegmentResult`` that was not cancelled."""
         job, self.job = self.job or Job(PREDICT, ""), None
         if result.trained:
             self.segmenter, self.segmenter_source = result.segmenter, job.image
             self.segmenter_changed.emit(result.segmenter)
-        if job.kind != TRAIN:
+        if job.kind != TRAIN and result.how == "segmenter":
             return "current segmenter"
-        linear = result.segmenter.meta.get("mode", job.mode) == "linear"
-        return "linear probe" if linear else "fine-tuned"
+        return result.how
 
     def save_segmenter(self, path: str) -> str:
         """Save the trained segmenter to ``path``; returns where it went."""

@@ -24,7 +24,7 @@ from .finetune import fine_tune_iter
 from .nets.unet import UNet
 from .preprocess import PreprocessConfig
 from .probe import fit_linear_probe_iter, training_slices
-from .progress import Progress, run_to_end
+from .progress import Progress, StopCheck, never, run_to_end, until_stopped
 from .segmenter import Segmenter
 from .train_config import TrainConfig
 
@@ -93,3 +93,30 @@ def train_segmenter(
 ) -> Segmenter:
     """:func:`train_segmenter_iter` run to the end; returns the :class:`Segmenter`."""
     return run_to_end(train_segmenter_iter(*args, **kwargs), progress)
+
+
+def train_until_stopped(
+    start: UNet | Segmenter,
+    preprocess: PreprocessConfig,
+    images: Sequence[tuple[np.ndarray, Sequence[float]]],
+    labels: Sequence[np.ndarray],
+    cfg: TrainConfig,
+    device: str | torch.device,
+    names: Sequence[str],
+    background: Sequence[Collection[int]],
+    should_stop: StopCheck = never,
+) -> Generator[Progress, None, Segmenter | None]:
+    """:func:`train_segmenter_iter` asking ``should_stop()`` between steps: the trained
+    :class:`Segmenter`, or None when stopped."""
+    gen = train_segmenter_iter(
+        start,
+        preprocess,
+        images,
+        labels,
+        cfg,
+        device=device,
+        names=names,
+        background_slices=background,
+    )
+    _, seg = yield from until_stopped(gen, should_stop)
+    return seg

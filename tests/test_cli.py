@@ -499,5 +499,5 @@ def test_predict_localises_the_heart_from_phases_given_together(
     # the lone image's line says why it has no region, and what would localise it
     assert "whole view: no heart region found" in lines[2] and "ED and ES" in lines[2]
     assert not printed.err.strip()
-    assert main(["predict", *paths[:2], *out, "--no-localise"]) == 0
+    assert main(["predict", *paths[:2], *out, "--no-localise", "--overwrite"]) == 0
     assert "heart region" not in capsys.readouterr().out

@@ -14,8 +14,8 @@ import pytest
 from napari_pix2rep.acdc import list_cases
 from napari_pix2rep.checkpoint import default_backbone_path
 from napari_pix2rep.protocols import LoadedCase, few_slice
+from napari_pix2rep.segment_settings import SegmentSettings
 from napari_pix2rep.segmenter import load_backbone
-from napari_pix2rep.train_config import TrainConfig
 
 #: validation patients (number % 5 == 0) from three pathology groups
 PATIENTS = ("patient005", "patient050", "patient095")
@@ -30,7 +30,8 @@ def test_few_slice_on_three_validation_patients_stays_above_the_floor(acdc_root)
     assert all(cases[p].number % 5 == 0 for p in PATIENTS)  # validation patients only
     backbone, preprocess, _ = load_backbone(default_backbone_path())
     loaded = [LoadedCase.load(cases[p]) for p in PATIENTS]
-    rows = few_slice(backbone, preprocess, loaded, TrainConfig(mode="linear"), "cpu")
+    settings = SegmentSettings(training={"mode": "linear"})
+    rows = few_slice(backbone, preprocess, loaded, settings, "cpu")
     means = {(r["case"], r["phase"]): r["mean"] for r in rows}
     assert len(means) == 6
     assert np.mean(list(means.values())) >= 0.74, means

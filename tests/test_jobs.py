@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pix2rep.jobs import pretrain_job, segment_job
+from napari_pix2rep.jobs import predict_job, pretrain_job, segment_job
+from napari_pix2rep.localise import locate_heart
 from napari_pix2rep.nifti_write import write_nifti
 from napari_pix2rep.phantom import make_phantom
 from napari_pix2rep.predict import predict_volume
 from napari_pix2rep.progress import Progress
+from napari_pix2rep.recipe import Annotation, Scan
+from napari_pix2rep.segment_settings import SegmentSettings
 
 TINY = {"preset": "tiny", "crop": 64, "batch_size": 4, "checkpoint_every": 10_000}
 
@@ -111,28 +114,28 @@ def test_segment_job_trains_predicts_and_reuses(quick_backbone):
     seen, result = drive(
         segment_job(
             str(quick_backbone),
-            [(ph.image, ph.spacing, labels)],
-            (ph.image, ph.spacing),
-            config={"probe_steps": 5},
+            [Scan(ph.image, ph.spacing)],
+            [Annotation(labels)],
+            settings=SegmentSettings(training={"probe_steps": 5}),
             device="cpu",
         )
     )
     assert [p.stage for p in seen][-1] == "predict" and "probe" in {p.stage for p in seen}
     assert not result.cancelled and result.trained
     assert result.prediction.labels.shape == ph.image.shape
+    assert result.uncertainty.dtype == np.float16 and result.report.images[0].how == "linear probe"
 
     # predict only, on a 4D image: frame by frame equals one whole-volume call
     cine = make_phantom(n_slices=3, size=(64, 64), n_frames=3, seed=6)
-    seen, again = drive(
-        segment_job(result.segmenter, [], (cine.image, cine.spacing), device="cpu", train=False)
-    )
+    seen, again = drive(predict_job(result.segmenter, (cine.image, cine.spacing), device="cpu"))
     assert [p.step for p in seen] == [0, 1, 2, 3] and not again.trained
-    whole = predict_volume(result.segmenter, cine.image, cine.spacing, device="cpu")
+    motion = locate_heart(cine.image, cine.spacing)
+    whole = predict_volume(result.segmenter, cine.image, cine.spacing, device="cpu", region=motion)
     np.testing.assert_array_equal(again.prediction.labels, whole.labels)
     assert again.prediction.probabilities.shape == whole.probabilities.shape
 
     with pytest.raises(ValueError, match="not a trained segmenter"):
-        drive(segment_job(str(quick_backbone), [], (ph.image, ph.spacing), train=False))
+        drive(predict_job(str(quick_backbone), (ph.image, ph.spacing)))
 
 
 def test_segment_job_stops_between_steps(quick_backbone):
@@ -143,9 +146,9 @@ def test_segment_job_stops_between_steps(quick_backbone):
     seen, result = drive(
         segment_job(
             str(quick_backbone),
-            [(ph.image, ph.spacing, labels)],
-            (ph.image, ph.spacing),
-            config={"probe_steps": 1000},
+            [Scan(ph.image, ph.spacing)],
+            [Annotation(labels)],
+            settings=SegmentSettings(training={"probe_steps": 1000}),
             device="cpu",
             should_stop=stop.check,
         ),
@@ -170,22 +173,16 @@ def test_pretrain_job_reads_dicom_series_in_a_folder(tmp_path):
 
 
 def test_a_segment_reads_the_model_file_once(quick_backbone, tmp_path, monkeypatch):
-    from napari_pix2rep.jobs import predict_job, train_job
+    from napari_pix2rep.jobs import train_job
 
     ph = make_phantom(n_slices=3, size=(48, 48), seed=4)
     labels = np.zeros_like(ph.labels)
     labels[1] = ph.labels[1]
-    pair = [(ph.image, ph.spacing, labels)]
+    scans, annotations = [Scan(ph.image, ph.spacing)], [Annotation(labels)]
+    settings = SegmentSettings(training={"probe_steps": 1}, propagate=False)
     seg_file = tmp_path / "seg.pt"
     _, trained = drive(
-        segment_job(
-            str(quick_backbone),
-            pair,
-            (ph.image, ph.spacing),
-            config={"probe_steps": 1},
-            device="cpu",
-            propagate=False,
-        )
+        segment_job(str(quick_backbone), scans, annotations, settings=settings, device="cpu")
     )
     trained.segmenter.save(seg_file)
     loads = []
@@ -194,19 +191,12 @@ def test_a_segment_reads_the_model_file_once(quick_backbone, tmp_path, monkeypat
     for model in (quick_backbone, seg_file):  # a backbone, and a segmenter's backbone
         loads.clear()
         _, result = drive(
-            segment_job(
-                str(model),
-                pair,
-                (ph.image, ph.spacing),
-                config={"probe_steps": 1},
-                device="cpu",
-                propagate=False,
-            )
+            segment_job(str(model), scans, annotations, settings=settings, device="cpu")
         )
         assert result.prediction is not None and len(loads) == 1, loads
     loads.clear()
-    _, result = drive(segment_job(str(seg_file), [], (ph.image, ph.spacing), train=False))
-    assert result.prediction is not None and loads == [seg_file]
+    _, result = drive(segment_job(str(seg_file), scans, [None]))  # nothing painted: predicts
+    assert result.prediction is not None and loads == [seg_file] and not result.trained
     loads.clear()
     _, result = drive(predict_job(str(seg_file), (ph.image, ph.spacing), device="cpu"))
     assert result.prediction is not None and loads == [seg_file]

@@ -3,10 +3,11 @@ import numpy as np
 from napari_pix2rep.annotations import collect_annotations
 from napari_pix2rep.classes import IGNORE
 from napari_pix2rep.metrics import dice_per_class
+from napari_pix2rep.progress import run_to_end
 from napari_pix2rep.propagate import (
     carry_probabilities_iter,
+    carry_slices_iter,
     fuse_probabilities,
-    propagate_slices,
 )
 
 
@@ -27,7 +28,9 @@ def test_propagated_labels_follow_the_contraction():
     es, es_lab = _heart(12.0, centre=(42.0, 39.0))
     painted = np.zeros_like(ed_lab)
     painted[1] = ed_lab[1]
-    out = propagate_slices(ed, es, painted, [1], n_classes=4)
+    seen = []
+    out = run_to_end(carry_slices_iter(ed, es, painted, [1], n_classes=4), seen.append)
+    assert [(p.stage, p.step, p.total) for p in seen] == [("carry", 0, 1)]
     assert (out[0] == 0).all() and (out[2] == 0).all()  # only the painted slice is carried
     carried = out[1]
     sure = carried != IGNORE

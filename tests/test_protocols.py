@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import napari_pix2rep.protocols as protocols
 from napari_pix2rep.acdc import list_cases, split_validation
 from napari_pix2rep.phantom import write_phantom_dataset
 from napari_pix2rep.protocols import LoadedCase, few_slice_given, score, summarise
@@ -51,14 +52,13 @@ def test_score_masks_the_given_slices():
 
 def test_annotation_loop_adds_the_worst_slice_each_round(cases, tiny_backbone_file):
     from napari_pix2rep.protocols import annotation_loop
+    from napari_pix2rep.segment_settings import SegmentSettings
     from napari_pix2rep.segmenter import load_backbone
-    from napari_pix2rep.train_config import TrainConfig
 
     backbone, pre, _ = load_backbone(tiny_backbone_file)
     case = LoadedCase.load(cases[0])
-    rows = annotation_loop(
-        backbone, pre, [case], TrainConfig(mode="linear", probe_steps=20), rounds=2, device="cpu"
-    )
+    settings = SegmentSettings(training={"mode": "linear", "probe_steps": 20})
+    rows = annotation_loop(backbone, pre, [case], settings, rounds=2, device="cpu")
     assert [r["round"] for r in rows] == [0, 1, 2] and [r["painted"] for r in rows] == [2, 3, 4]
     given = few_slice_given(case.ed_gt.data)
     added = [tuple(r["next"]) for r in rows[:-1]]
@@ -69,9 +69,9 @@ def test_annotation_loop_adds_the_worst_slice_each_round(cases, tiny_backbone_fi
 
 
 def test_segment_phases_carries_ed_paint_to_es(cases, tiny_backbone_file, monkeypatch):
-    import napari_pix2rep.protocols as protocols
+    import napari_pix2rep.training as training
+    from napari_pix2rep.segment_settings import SegmentSettings
     from napari_pix2rep.segmenter import load_backbone
-    from napari_pix2rep.train_config import TrainConfig
 
     backbone, pre, _ = load_backbone(tiny_backbone_file)
     case = LoadedCase.load(cases[1])
@@ -79,18 +79,19 @@ def test_segment_phases_carries_ed_paint_to_es(cases, tiny_backbone_file, monkey
     labels = np.zeros_like(case.ed_gt.data)
     labels[given] = case.ed_gt.data[given]
     seen = []
-    real = protocols.train_segmenter
+    real = training.train_segmenter_iter
 
     def spy(source, preprocess, images, targets, cfg, **kw):
         seen.append([sorted(np.flatnonzero(t.reshape(len(t), -1).any(1))) for t in targets])
         return real(source, preprocess, images, targets, cfg, **kw)
 
-    monkeypatch.setattr(protocols, "train_segmenter", spy)
-    cfg = TrainConfig(mode="linear", probe_steps=10)
-    ed, es, _ = protocols.segment_phases(backbone, pre, case, labels, None, cfg, "cpu")
+    monkeypatch.setattr(training, "train_segmenter_iter", spy)
+    settings = SegmentSettings(training={"mode": "linear", "probe_steps": 10})
+    ed, es, _ = protocols.segment_phases(backbone, pre, case, labels, None, settings, "cpu")
     # ED's segmenter learns from the ED paint; ES's also from that paint carried to ES
     assert seen == [[given], [given, given]]
     assert ed.labels.shape == case.ed.data.shape and es.labels.shape == case.es.data.shape
     seen.clear()
-    protocols.segment_phases(backbone, pre, case, labels, None, cfg, "cpu", propagate=False)
+    alone = SegmentSettings(training=settings.training, propagate=False)
+    protocols.segment_phases(backbone, pre, case, labels, None, alone, "cpu")
     assert seen == [[given]]

@@ -11,6 +11,7 @@ import pytest
 
 from napari_pix2rep.layer_meta import ANNOTATION, METADATA_KEY, SEGMENTATION, role_metadata
 from napari_pix2rep.loop import BACKGROUND_KEY
+from napari_pix2rep.segment_settings import SegmentSettings
 from napari_pix2rep.session import (
     PREDICT,
     TRAIN,
@@ -232,31 +233,29 @@ def test_segment_inputs_for_training_and_prediction():
     pairs.append((other, made_for(other, ANNOTATION, [(0,)])))
     cfg = {"mode": "linear", "classes": ("background", "LV")}
 
+    settings = SegmentSettings(training=cfg)
     args, kwargs = session.segment_inputs(
-        "model.pt", es, pairs, config=cfg, device="cpu", train=True
+        "model.pt", es, pairs + [(es, ann_ed)], settings=settings, device="cpu"
     )
     inspect.signature(segment_job).bind(*args, **kwargs)  # the job takes exactly these
-    model, arrays, target = args
-    assert model == "model.pt" and target[0] is es.data and target[1] == (10.0, 1.5, 1.5)
-    assert [a[1] for a in arrays] == [(10.0, 1.5, 1.5)] * 4
-    np.testing.assert_array_equal(arrays[1][2], ann_es.data)
+    model, scans, annotations = args
+    assert model == "model.pt" and [s.name for s in scans] == ["ED", "ES", "moved", "other"]
+    assert scans[1].data is es.data and scans[1].spacing == (10.0, 1.5, 1.5)
+    np.testing.assert_array_equal(scans[2].affine, moved.metadata[METADATA_KEY]["affine"])
+    assert scans[3].affine is None  # an image without NIfTI geometry: shape and spacing only
+    np.testing.assert_array_equal(annotations[1].labels, ann_es.data)  # ES's first, once
     ann_es.data[0] = 1  # painting during training changes nothing the job holds
-    assert not arrays[1][2][0].any()
-    assert kwargs == {
-        "config": cfg,
-        "device": "cpu",
-        "names": ["ED", "ES", "moved", "other"],
-        "train": True,
-        "background": [set(), {3}, set(), set()],
-        "own": 1,
-        "on_grid": [True, True, False, False],
-    }
+    assert not annotations[1].labels[0].any()
+    assert [a.background for a in annotations] == [set(), {3}, set(), set()]
+    assert kwargs["target"] == 1 and kwargs["device"] == "cpu"
+    assert kwargs["settings"] is settings
 
-    _, kwargs = session.segment_inputs(
-        "seg.pt", ed, pairs[2:], config=None, device="auto", train=False
-    )
-    assert kwargs["own"] is None and kwargs["names"] is None and kwargs["train"] is False
-    assert kwargs["on_grid"] == [False, False]
+    # predict only: an image without annotation comes last, with none
+    predict = SegmentSettings(train=False)
+    args, kwargs = session.segment_inputs("seg.pt", ed, pairs[2:], settings=predict, device="auto")
+    assert [s.name for s in args[1]] == ["moved", "other", "ED"] and args[2][2] is None
+    assert kwargs["target"] == 2 and kwargs["settings"] is predict
+    assert args[2][0].labels is pairs[2][1].data  # not copied: nothing trains
 
 
 # ------------------------------------------------------------------ jobs and the segmenter
@@ -273,8 +272,8 @@ def test_finish_job_keeps_a_trained_segmenter_and_says_how():
     segmenter = SimpleNamespace(meta={"mode": "finetune"}, save=lambda p: saved.append(p) or p)
     changed = []
     session.segmenter_changed.connect(changed.append)
-    session.start_job(TRAIN, "ED", mode="linear")
-    result = SimpleNamespace(segmenter=segmenter, trained=True)
+    session.start_job(TRAIN, "ED")
+    result = SimpleNamespace(segmenter=segmenter, trained=True, how="fine-tuned")
     assert session.finish_job(result) == "fine-tuned"
     assert session.segmenter is segmenter and changed == [segmenter] and session.job is None
     assert session.predict_model("backbone.pt") is segmenter
@@ -282,9 +281,18 @@ def test_finish_job_keeps_a_trained_segmenter_and_says_how():
     assert session.save_segmenter("a.pt") == "a.pt" and saved == ["a.pt"]
 
     session.start_job(PREDICT, "ES")
-    other = SimpleNamespace(segmenter=object(), trained=False)
+    other = SimpleNamespace(segmenter=object(), trained=False, how="segmenter")
     assert session.finish_job(other) == "current segmenter"
     assert session.segmenter is segmenter and session.segmenter_source == "ED"
-    session.start_job(TRAIN, "ES", mode="linear")
-    plain = SimpleNamespace(meta={}, save=None)
-    assert session.finish_job(SimpleNamespace(segmenter=plain, trained=True)) == "linear probe"
+    session.start_job(TRAIN, "ES")
+    zero = SimpleNamespace(segmenter=object(), trained=False, how="zero clicks, default.pt")
+    assert session.finish_job(zero) == "zero clicks, default.pt"  # the model that made them
+    assert session.segmenter is segmenter
+
+
+def test_check_segment_leaves_nothing_painted_to_the_recipe():
+    with pytest.raises(SessionError, match="Open a 3D or 4D image"):
+        SegmentationSession.check_segment(None, "model.pt")
+    with pytest.raises(SessionError, match="No model chosen"):
+        SegmentationSession.check_segment(image("ED"), "")
+    SegmentationSession.check_segment(image("ED"), "default.pt")  # a zero-click model needs none

@@ -2,12 +2,15 @@
 
 A thin Qt shell over the library (see each panel's docstring for the calls it makes).
 Long jobs run in napari workers; when the dock or napari closes, a running job is asked
-to stop at its next step and waited for, so every file it writes is complete.
+to stop at its next step and waited for, so every file it writes is complete. Annotation
+layers are autosaved to the recovery folder (``_qt/autosave.py``); a bar above the tabs
+offers what an earlier session left unsaved.
 """
 
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QEvent, QObject, QSize, Qt
@@ -20,6 +23,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .. import __version__
+from ..model_info import summary
+from ..recovery import default_folder
+from .autosave import Autosaver, RecoveryBar
 from .common import Links
 from .measure_panel import MeasurePanel
 from .model_box import ModelBox
@@ -32,8 +39,12 @@ from .settings import Settings
 CLOSE_TIMEOUT_S = 120.0
 
 
-def _shutdown(runners: list[JobRunner], links: Links, *_: Any) -> None:
-    """Stop the jobs (waiting for them) and drop the napari event links."""
+def _shutdown(runners: list[JobRunner], links: Links, autosaver: Autosaver, *_: Any) -> None:
+    """Save unsaved annotations, stop the jobs (waiting for them), drop the event links."""
+    try:
+        autosaver.shutdown()
+    except RuntimeError:  # the Qt side is already gone
+        pass
     for runner in runners:
         try:
             runner.shutdown(CLOSE_TIMEOUT_S)
@@ -62,12 +73,14 @@ class _PanelScroll(QScrollArea):
 class _CloseWatcher(QObject):
     """Event filter on napari's main window: stop our jobs before the window closes."""
 
-    def __init__(self, runners: list[JobRunner], parent: QObject) -> None:
+    def __init__(self, runners: list[JobRunner], autosaver: Autosaver, parent: QObject) -> None:
         super().__init__(parent)
         self.runners = runners
+        self.autosaver = autosaver
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
         if event.type() == QEvent.Close:
+            self.autosaver.flush_all()
             for runner in self.runners:
                 runner.shutdown(CLOSE_TIMEOUT_S)
         return False
@@ -81,10 +94,14 @@ class Pix2RepDock(QWidget):
         self.viewer = napari_viewer
         self.settings = Settings()
         self.links = Links()
+        self.autosaver = Autosaver(napari_viewer, default_folder(), self.links)
+        self.recovery_bar = RecoveryBar(self.autosaver)
 
         self.model_box = ModelBox(self.settings)
         self.segment_panel = SegmentPanel(napari_viewer, self.model_box, self.settings, self.links)
-        self.measure_panel = MeasurePanel(napari_viewer, self.settings, self.links)
+        self.measure_panel = MeasurePanel(
+            napari_viewer, self.settings, self.links, provenance=self._provenance
+        )
         self.pretrain_panel = PretrainPanel(
             napari_viewer, self.model_box, self.settings, self.links
         )
@@ -101,11 +118,12 @@ class Pix2RepDock(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.model_box)
+        layout.addWidget(self.recovery_bar)
         layout.addWidget(self.tabs, 1)
 
         self.runners = [self.segment_panel.runner, self.pretrain_panel.runner]
         # the runners are parentless QObjects kept alive by this list and the closure
-        self.destroyed.connect(partial(_shutdown, list(self.runners), self.links))
+        self.destroyed.connect(partial(_shutdown, list(self.runners), self.links, self.autosaver))
         self._close_watcher: _CloseWatcher | None = None
         app = QApplication.instance()
         if app is not None and not app.property("napari_pix2rep_quit_hook"):
@@ -128,7 +146,7 @@ class Pix2RepDock(QWidget):
         while parent is not None and not isinstance(parent, QMainWindow):
             parent = parent.parentWidget()
         if parent is not None:
-            self._close_watcher = _CloseWatcher(self.runners, self)
+            self._close_watcher = _CloseWatcher(self.runners, self.autosaver, self)
             parent.installEventFilter(self._close_watcher)
 
     def _tab_changed(self, index: int) -> None:
@@ -138,10 +156,25 @@ class Pix2RepDock(QWidget):
         elif self.tabs.widget(index).widget() is self.measure_panel:
             self.measure_panel.refresh_layers()
 
+    def _provenance(self) -> list[tuple[str, str]]:
+        """The model rows of the Measures report: the model file, the session's segmenter."""
+        path, info = self.model_box.path, self.model_box.info
+        model = f"{Path(path).name}: {summary(info)}" if info is not None else path or "none"
+        rows = [("Model file", model)]
+        session = self.segment_panel.session
+        if session.segmenter is not None:
+            mode = session.segmenter.meta.get("mode")
+            how = {"linear": "linear probe", "finetune": "fine-tuned"}.get(mode, "trained")
+            rows.append(("Segmenter", f"{how} in this session on {session.segmenter_source}"))
+        rows.append(("Software", f"napari-pix2rep {__version__}"))
+        return rows
+
     @property
     def busy(self) -> bool:
         return any(r.running for r in self.runners)
 
     def shutdown(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
-        """Stop running jobs and wait for them (also done automatically on close)."""
+        """Save unsaved annotations, stop running jobs and wait for them (also done
+        automatically on close)."""
+        self.autosaver.flush_all()
         return all(r.shutdown(timeout_s) for r in self.runners)

@@ -1,14 +1,20 @@
-"""Measures tab: LV/RV volumes, EF and myocardial mass from a segmentation, CSV export.
+"""Measures tab: LV/RV volumes, EF and myocardial mass from a segmentation, the volume
+curve as a plot, CSV + PNG export and a one-page HTML report.
 
 Library calls: ``measures_report.measures_table`` (``metrics.cine_measures`` /
 ``volume_curve`` for a 4D layer, ``metrics.cardiac_measures`` for an ED and an ES 3D
-layer, ``metrics.structure_volumes`` for one 3D layer) and ``measures_report.write_csv``;
-the layers offered and pre-selected come from ``measure_layers`` (segmentations first,
-the ED/ES pair by name or frame, annotation layers never pre-selected and never for ES).
+layer, ``metrics.structure_volumes`` for one 3D layer); ``volume_curve.cine_curve`` /
+``pair_curve`` for the plot (``_qt/volume_plot.py``), ``volume_curve.write_csv`` /
+``write_png`` / ``write_report`` for the files (``measures_report.write_csv`` for one
+3D volume, which has no curve); the layers offered and pre-selected come from
+``measure_layers`` (segmentations first, the ED/ES pair by name or frame, annotation
+layers never pre-selected and never for ES). The dock hands in the model's provenance
+for the report (a callable giving ``(label, text)`` rows).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..layer_meta import source_path
 from ..measure_layers import (
     LabelsInfo,
     choose_measure_layers,
@@ -35,9 +42,12 @@ from ..measure_layers import (
     es_candidates,
 )
 from ..measures_report import CURVE_COLUMNS, MeasuresTable, measures_table, write_csv
+from ..volume_curve import VolumeCurve, cine_curve, pair_curve, write_png, write_report
+from ..volume_curve import write_csv as write_curve_csv
 from . import layers as L
 from .common import Links, compact_combo, notify_error, notify_info
 from .settings import Settings
+from .volume_plot import VolumePlot
 
 NO_ES = "— none —"
 
@@ -46,12 +56,20 @@ class MeasurePanel(QWidget):
     """Clinical numbers of a segmentation layer (labels 1 RV, 2 MYO, 3 LV)."""
 
     def __init__(
-        self, viewer: Any, settings: Settings, links: Links, parent: QWidget | None = None
+        self,
+        viewer: Any,
+        settings: Settings,
+        links: Links,
+        provenance: Callable[[], list[tuple[str, str]]] = list,
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.settings = settings
+        self.provenance = provenance
         self.table_data: MeasuresTable | None = None
+        self.curve_data: VolumeCurve | None = None
+        self.measured = ""  # the layers measured, in words, for the report
         self.chosen_by_user = False  # the user picked the layers: keep them when present
         self.choice_reason = ""
 
@@ -77,9 +95,15 @@ class MeasurePanel(QWidget):
         outer.addLayout(form)
         row = QHBoxLayout()
         self.compute_button = QPushButton("Compute")
-        self.csv_button = QPushButton("Export CSV…")
+        self.csv_button = QPushButton("Export…")
+        self.csv_button.setToolTip("The measures and volume curve as CSV, the curve as PNG")
+        self.report_button = QPushButton("Report…")
+        self.report_button.setToolTip(
+            "One HTML page: the measures, the curve, the frames segmented and the model"
+        )
         row.addWidget(self.compute_button)
         row.addWidget(self.csv_button)
+        row.addWidget(self.report_button)
         outer.addLayout(row)
 
         self.table = QTableWidget(0, 3)
@@ -100,13 +124,16 @@ class MeasurePanel(QWidget):
         self.curve.verticalHeader().setDefaultSectionSize(22)
         self.note = QLabel("")
         self.note.setWordWrap(True)
+        self.plot = VolumePlot()
         outer.addWidget(self.table, 2)
         outer.addWidget(QLabel("Volume curve (4D)"))
+        outer.addWidget(self.plot, 3)
         outer.addWidget(self.curve, 3)
         outer.addWidget(self.note)
 
         self.compute_button.clicked.connect(lambda: self.compute())
         self.csv_button.clicked.connect(lambda: self.export_csv())
+        self.report_button.clicked.connect(lambda: self.export_report())
         self.layer_combo.currentTextChanged.connect(self._layer_changed)
         self.layer_combo.activated.connect(self._picked)
         self.es_combo.activated.connect(self._picked)
@@ -190,18 +217,21 @@ class MeasurePanel(QWidget):
             frames = [
                 b.value() if b.value() >= 0 else None for b in (self.ed_frame, self.es_frame)
             ]
-            table = measures_table(
-                np.asarray(layer.data),
-                L.spacing(layer),
-                np.asarray(es_layer.data) if es_layer is not None else None,
-                ed=frames[0] if layer.ndim == 4 else None,
-                es=frames[1] if layer.ndim == 4 else None,
-            )
+            data, spacing = np.asarray(layer.data), L.spacing(layer)
+            es_data = np.asarray(es_layer.data) if es_layer is not None else None
+            ed, es = (frames[0], frames[1]) if layer.ndim == 4 else (None, None)
+            table = measures_table(data, spacing, es_data, ed=ed, es=es)
+            if layer.ndim == 4:
+                curve = cine_curve(data, spacing, ed=ed, es=es)
+            else:
+                curve = pair_curve(data, es_data, spacing) if es_data is not None else None
         except ValueError as exc:
             notify_error(exc)
             return None
-        self.table_data = table
+        self.table_data, self.curve_data = table, curve
+        self.plot.show_curve(curve)
         used = f"ED {layer.name}, ES {es_layer.name}" if es_layer is not None else layer.name
+        self.measured = self._origin(layer, es_layer)
         used = f"Measured {used} ({self.choice_reason})."
         if L.role(layer) == L.ANNOTATION:
             used += " It is an annotation layer: only its painted slices count."
@@ -232,23 +262,75 @@ class MeasurePanel(QWidget):
                 return v
         return None
 
+    @staticmethod
+    def _origin(layer: Any, es_layer: Any | None) -> str:
+        """Where the measured layers come from, in words (for the report)."""
+        out = []
+        for what, ly in (("", layer), ("ES: ", es_layer)):
+            if ly is None:
+                continue
+            src, image = source_path(ly.metadata), L.linked_image(ly)
+            if L.role(ly) == L.SEGMENTATION:
+                text = f"{ly.name}: segmented in the dock from the image {image}"
+            elif L.role(ly) == L.ANNOTATION:
+                text = f"{ly.name}: the annotation layer of {image} (painted slices only)"
+            else:
+                text = f"{ly.name}: a labels layer"
+            out.append(what + text + (f" ({src})" if src else ""))
+        return "; ".join(out)
+
+    def _ask_path(self, title: str, suffix: str, filt: str) -> str | None:
+        start = Path(self.settings.get("measures/dir", str(Path.home())))
+        name = f"{self.layer_combo.currentText() or 'measures'}{suffix}"
+        path, _ = QFileDialog.getSaveFileName(self, title, str(start / name), filt)
+        if not path:
+            return None
+        self.settings.set("measures/dir", str(Path(path).parent))
+        return path
+
     def export_csv(self, path: str | None = None) -> str | None:
+        """*Export*: the measures and volume curve as CSV at ``path`` and, when there is a
+        curve, its picture beside it (``<name>.png``); returns the CSV written."""
         table = self.table_data or self.compute()
         if table is None:
             return None
+        path = path or self._ask_path("Export measures", "_measures.csv", "CSV (*.csv)")
         if path is None:
-            start = Path(self.settings.get("measures/dir", str(Path.home())))
-            name = f"{self.layer_combo.currentText() or 'measures'}_measures.csv"
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Export measures", str(start / name), "CSV (*.csv)"
-            )
-            if not path:
-                return None
-            self.settings.set("measures/dir", str(Path(path).parent))
+            return None
+        curve = self.curve_data
         try:
-            written = write_csv(path, table)
-        except OSError as exc:
+            if curve is None:
+                written = write_csv(path, table)
+            else:
+                written = write_curve_csv(path, curve, table.summary)
+                png = write_png(Path(written).with_suffix(".png"), curve)
+        except (OSError, ValueError) as exc:
             notify_error(exc)
             return None
-        notify_info(f"Saved the measures to {Path(written).name}.")
+        also = f" and the curve to {png.name}" if curve is not None else ""
+        notify_info(f"Saved the measures to {Path(written).name}{also}.")
+        return str(written)
+
+    def export_report(self, path: str | None = None) -> str | None:
+        """*Report*: one HTML page (measures, curve, frames segmented, model) at ``path``."""
+        table = self.table_data or self.compute()
+        if table is None:
+            return None
+        curve = self.curve_data
+        if curve is None:
+            notify_error("The report needs a cine segmentation, or an ED and an ES layer.")
+            return None
+        path = path or self._ask_path("Save the report", "_report.html", "HTML (*.html)")
+        if path is None:
+            return None
+        model = [("Measured", self.measured), *self.provenance()]
+        title = f"Cardiac measures: {self.layer_combo.currentText()}"
+        try:
+            written = write_report(
+                path, curve, table.summary, title=title, model=model, note=table.note
+            )
+        except (OSError, ValueError) as exc:
+            notify_error(exc)
+            return None
+        notify_info(f"Saved the report to {Path(written).name}.")
         return str(written)

@@ -94,7 +94,6 @@ class JobRunner(QObject):
         self.name = name
         self.worker = None
         self.last = None  # the most recent progress (unthrottled)
-        self.n_yields = 0
         self._unsent = False  # ``last`` has not been emitted yet
         self._ended = False  # done / failed was emitted: no progress after it
         self._stop = threading.Event()
@@ -129,7 +128,7 @@ class JobRunner(QObject):
             raise RuntimeError(f"A {self.name} job is already running.")
         self._stop = threading.Event()
         self._finished = threading.Event()
-        self.last, self.n_yields = None, 0
+        self.last = None
         self._unsent, self._ended = False, False
         self._pending_losses = []
         self._last_emit = 0.0
@@ -183,7 +182,6 @@ class JobRunner(QObject):
             return
         self.last = value
         self._unsent = True
-        self.n_yields += 1
         loss = getattr(value, "loss", None)
         if loss is not None and getattr(value, "stage", "") == "pretrain":
             self._pending_losses.append(float(loss))

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 
 from ..classes import DEFAULT_CLASSES, class_colors, format_classes, parse_classes
 from ..progress import format_duration
+from ..segment_settings import SegmentSettings
 from .common import compact_combo, notify_error
 from .settings import Settings
 
@@ -111,6 +112,8 @@ class SegmentForm(QWidget):
             self.crop_spin.valueChanged,
             self.uncertainty_check.toggled,
             self.all_images_check.toggled,
+            self.localise_check.toggled,
+            self.propagate_check.toggled,
         ):
             signal.connect(self._remember)
         self.advanced_toggle.toggled.connect(self._toggle_advanced)
@@ -188,9 +191,23 @@ class SegmentForm(QWidget):
         )
         self.uncertainty_check = QCheckBox("Show an uncertainty layer")
         self.uncertainty_check.setChecked(s.get("segment/uncertainty", False))
+        self.localise_check = QCheckBox("Segment the heart region only")
+        self.localise_check.setToolTip(
+            "Where the painted slices (or the cine's motion) put the heart; fewer false "
+            "positives far from it."
+        )
+        self.localise_check.setChecked(s.get("segment/localise", True))
+        self.propagate_check = QCheckBox("Carry painted slices to the other phases")
+        self.propagate_check.setToolTip(
+            "Register ED's painted slices onto ES (and ES's onto ED) to learn from, and "
+            "fuse each phase's masks with the other's."
+        )
+        self.propagate_check.setChecked(s.get("segment/propagate", True))
         adv.addRow("Steps", self.steps_spin)
         adv.addRow("Crop", self.crop_spin)
         adv.addRow(self.uncertainty_check)
+        adv.addRow(self.localise_check)
+        adv.addRow(self.propagate_check)
         tl.addWidget(self.advanced_toggle)
         tl.addWidget(self.advanced)
 
@@ -297,6 +314,8 @@ class SegmentForm(QWidget):
         s.set("segment/crop", self.crop_spin.value())
         s.set("segment/uncertainty", self.uncertainty_check.isChecked())
         s.set("segment/all_images", self.all_images_check.isChecked())
+        s.set("segment/localise", self.localise_check.isChecked())
+        s.set("segment/propagate", self.propagate_check.isChecked())
 
     def ask_save_path(self, title: str, name: str, filt: str, folder: str = "") -> str:
         """A save dialog starting in the last export folder (else ``folder``, else home)."""
@@ -307,16 +326,23 @@ class SegmentForm(QWidget):
             self.settings.set("segment/export_dir", str(Path(path).parent))
         return path
 
-    def train_config(self) -> dict:
-        """TrainConfig keyword arguments from the form (plain values: no torch here)."""
+    def segment_settings(self, train: bool = True) -> SegmentSettings:
+        """The Segment recipe's settings from the form (``train`` False: predict only)."""
+        if not train:
+            return SegmentSettings(train=False, localise=self.localise_check.isChecked())
         steps = self.steps_spin.value()
-        return {
+        training = {
             "mode": self.mode,
             "classes": self.classes(),
             "probe_steps": steps,
             "ft_steps": steps,
             "crop": self.crop_spin.value(),
         }
+        return SegmentSettings(
+            training=training,
+            localise=self.localise_check.isChecked(),
+            propagate=self.propagate_check.isChecked(),
+        )
 
     # ------------------------------------------------------------------ progress
     def show_running(self, running: bool, stopped: bool) -> None:

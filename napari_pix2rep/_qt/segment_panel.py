@@ -1,6 +1,6 @@
 """Segment tab: a thin view of :class:`~napari_pix2rep.session.SegmentationSession`.
 
-The session holds the loop (training pairs, ``jobs.segment_job`` inputs, the last
+The session holds the loop (training pairs, the Segment recipe's inputs, the last
 prediction per layer, corrections, the suggested slice); :class:`SegmentForm` holds the
 widgets. This panel connects them to the viewer: which layers are open and chosen, the
 worker (``runner.JobRunner`` running ``jobs.segment_job``), history-recording writes
@@ -20,9 +20,11 @@ from qtpy.QtWidgets import QWidget
 from ..edits import format_positions
 from ..layer_meta import source_path
 from ..progress import format_duration
+from ..segment_settings import SegmentSettings
 from ..session import PREDICT, TRAIN, SegmentationSession, SessionError, describe_annotation
 from . import layers as L
 from .common import Links, notify_error, notify_info, refill_combo
+from .dicom_export import DicomSegExport
 from .model_box import ModelBox
 from .runner import JobRunner
 from .segment_form import SegmentForm, summary_html
@@ -64,6 +66,7 @@ class SegmentPanel(SegmentForm):
             (self.export_button, self.export_segmentation),
         ):
             button.clicked.connect(lambda *_, act=action: act())
+        self.dicom_export = DicomSegExport(self)  # beside Export NIfTI…, for DICOM images
         self.runner.progress.connect(lambda p, _losses: self.show_progress(p))
         self.runner.done.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
@@ -186,14 +189,14 @@ class SegmentPanel(SegmentForm):
             return False
         try:
             image = self.current_image()
-            cfg = self.train_config() if image is not None else None
+            settings = self.segment_settings() if image is not None else None
             pairs = self._annotation_pairs()
-            self.session.check_segment(image, pairs, self.model_box.path)
+            self.session.check_segment(image, self.model_box.path)
         except (ValueError, OSError) as exc:
             notify_error(exc)
             return False
         self.refresh_summary()
-        self._start(TRAIN, image, self.model_box.path, pairs, cfg)
+        self._start(TRAIN, image, self.model_box.path, pairs, settings)
         return True
 
     def predict_with_current(self) -> bool:
@@ -210,16 +213,18 @@ class SegmentPanel(SegmentForm):
             notify_error(exc)
             return False
         # no training: the annotations only localise the heart
-        self._start(PREDICT, image, model, self._annotation_pairs(), None)
+        self._start(PREDICT, image, model, self._annotation_pairs(), self.segment_settings(False))
         return True
 
-    def _start(self, kind: str, image: Any, model: Any, pairs: list, cfg: dict | None) -> None:
+    def _start(
+        self, kind: str, image: Any, model: Any, pairs: list, settings: SegmentSettings
+    ) -> None:
         from ..jobs import segment_job
 
         args, kwargs = self.session.segment_inputs(
-            model, image, pairs, config=cfg, device=self.model_box.device, train=kind == TRAIN
+            model, image, pairs, settings=settings, device=self.model_box.device
         )
-        self.session.start_job(kind, image.name, self.mode)
+        self.session.start_job(kind, image.name)
         # napari takes a few hundred ms to add a layer: do it now, at the click, rather
         # than freeze the window when the result arrives (removed again if none does)
         self._job_layer = None
@@ -331,6 +336,7 @@ class SegmentPanel(SegmentForm):
         ready = self.current_image() is not None and not self.runner.running
         for b in (self.segment_button, self.predict_button, self.new_annotation_button):
             b.setEnabled(ready)
+        self.dicom_export.refresh()
 
     def _on_failed(self, message: str) -> None:
         self._drop_unused_layer()
@@ -355,8 +361,9 @@ class SegmentPanel(SegmentForm):
             f"Done in {format_duration(result.seconds)} ({how}). Ctrl+Z on the segmentation "
             "layer undoes it."
         )
+        what = result.report.images[0].line(how) if result.report else how
         notify_info(
-            f"Segmented '{image.name}' ({how}, {result.seconds:.1f} s); correct the "
+            f"Segmented '{image.name}' ({what}; {result.seconds:.1f} s); correct the "
             "segmentation layer, then Use corrections and Segment again."
         )
 

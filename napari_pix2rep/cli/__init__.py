@@ -17,8 +17,10 @@ from collections.abc import Sequence
 
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, CliError
 from .convert import add_convert, add_gui
+from .dicom_seg import add_dicom_seg
 from .measure import add_evaluate, add_measure
 from .pretrain import add_pretrain
+from .segment import add_segment
 from .segmentation import add_predict, add_train
 
 __all__ = ["build_parser", "main"]
@@ -34,10 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_pretrain,
         add_train,
         add_predict,
+        add_segment,
         add_evaluate,
         add_measure,
         add_gui,
         add_convert,
+        add_dicom_seg,
     ):
         add(sub)
     return parser

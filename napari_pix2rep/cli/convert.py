@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import sigterm_interrupts
+from .common import CliError, sigterm_interrupts
 
 
 def add_convert(sub) -> None:
@@ -26,24 +26,45 @@ def add_convert(sub) -> None:
     p.set_defaults(func=cmd_convert)
 
 
-@sigterm_interrupts
-def cmd_convert(args: argparse.Namespace) -> int:
-    from ..dicom import read_dicom
-    from ..nifti_write import write_nifti
-    from ..outputs import check_output_file
-
-    check_output_file(args.out)
-    vol = read_dicom(args.series, series=args.pick)
-    write_nifti(args.out, vol.data, vol, kind="image")
+def summary(vol) -> str:
+    """What was converted, in words with units: phases, slices, pixels, voxel size (mm, in
+    z, y, x order) and the time between phases (s), then the series."""
     s = vol.series
     shape = " x ".join(map(str, vol.shape[-2:]))
+    z, y, x = vol.spacing[-3:]
     frames = f"{vol.n_frames} phases x " if vol.is_4d else ""
+    timed = vol.is_4d and vol.header.get_xyzt_units()[1] == "sec"
+    dt = f", {vol.spacing[0]:.3g} s between phases" if timed else ""
+    dt = dt or (", no trigger times (phase interval unknown)" if vol.is_4d else "")
     desc = f" '{s.description}'" if s.description else ""
     skipped = f"; {vol.skipped} other files skipped" if vol.skipped else ""
-    print(
-        f"{args.out}: {frames}{vol.n_slices} slices of {shape} pixels, spacing "
-        f"{', '.join(f'{v:g}' for v in vol.spacing)} (series {s.number}{desc}, {s.uid}{skipped})."
+    return (
+        f"{frames}{vol.n_slices} slices of {shape} pixels, voxels {z:g} x {y:g} x {x:g} mm "
+        f"(slice, row, column){dt}; series {s.number}{desc}, {s.uid}{skipped}"
     )
+
+
+@sigterm_interrupts
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..datafiles import is_nifti_path
+    from ..dicom import read_dicom
+    from ..errors import out_of_memory
+    from ..nifti_write import write_nifti
+    from ..outputs import check_output_file, check_outputs
+
+    check_output_file(args.out, example="cine.nii.gz")
+    if not is_nifti_path(args.out):
+        raise CliError(f"--out {args.out}: the file name must end with .nii or .nii.gz.")
+    check_outputs([(args.out, "--out")], args.series, overwrite=True)
+    try:
+        vol = read_dicom(args.series, series=args.pick)
+        write_nifti(args.out, vol.data, vol, kind="image")
+    except MemoryError as e:
+        raise CliError(
+            f"The computer {out_of_memory(e)} converting the series: convert it on a "
+            "machine with more memory, or pick a smaller series with --series."
+        ) from None
+    print(f"{args.out}: {summary(vol)}.")
     return 0
 
 

@@ -71,41 +71,134 @@ def add_measure(sub) -> None:
     add_json(p)
     p.add_argument("--ed", type=int, metavar="N", help="4D: end-diastolic frame (0-based).")
     p.add_argument("--es", type=int, metavar="N", help="4D: end-systolic frame (0-based).")
+    p.add_argument(
+        "--classes",
+        metavar="NAMES",
+        help="Names of labels 1, 2, ... (e.g. MYO,LV): which label is the RV, MYO and LV. "
+        "Default: the class list the segmentation's header stores (pix2rep predict writes "
+        "its model's), else RV,MYO,LV.",
+    )
     p.set_defaults(func=cmd_measure)
+
+
+def measure_classes(args: argparse.Namespace, vols) -> tuple[tuple[str, ...], str]:
+    """The class list to measure with and where it came from: ``--classes``, else the one
+    the segmentations' headers store (they must agree), else the ACDC convention."""
+    from ..classes import DEFAULT_CLASSES, parse_classes
+    from ..metrics import structure_labels
+    from ..nifti import label_classes
+
+    if args.classes is not None:
+        classes = parse_classes(["background", *args.classes.split(",")])
+        source = "--classes"
+    else:
+        stored = {label_classes(v.header) for v in vols} - {None}
+        if len(stored) > 1:
+            raise CliError(
+                "The segmentations store different class lists "
+                f"({'; '.join(','.join(c[1:]) for c in stored)}); give --classes."
+            )
+        classes, source = (
+            (stored.pop(), "the segmentation's header") if stored else (DEFAULT_CLASSES, "default")
+        )
+    if all(v is None for v in structure_labels(classes).values()):
+        raise CliError(
+            f"None of RV, MYO and LV is among the classes {', '.join(classes[1:])} "
+            f"({source}): give --classes naming labels 1, 2, ... (e.g. RV,MYO,LV)."
+        )
+    return classes, source
+
+
+def same_grid(a, b) -> bool:
+    """True when two volumes share shape, voxel spacing and affine (position)."""
+    import numpy as np
+
+    return (
+        a.shape == b.shape
+        and np.allclose(a.spacing, b.spacing, rtol=1e-3)
+        and np.allclose(a.affine, b.affine, atol=1e-3)
+    )
+
+
+def json_safe(obj):
+    """``obj`` with NaN and infinities as None, so that it prints as valid JSON."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _num(value: float, fmt: str = ".1f") -> str:
+    """``value`` formatted, or "n/a" for NaN (a measure that could not be made)."""
+    return "n/a" if value is None or value != value else format(value, fmt)
 
 
 @sigterm_interrupts
 def cmd_measure(args: argparse.Namespace) -> int:
     import json
+    import os
+
+    import numpy as np
 
     from ..images import read_image
-    from ..metrics import cardiac_measures, cine_measures, structure_volumes, volume_curve
+    from ..metrics import (
+        cardiac_measures,
+        cine_measures,
+        measure_warnings,
+        structure_volumes,
+        volume_curve,
+    )
 
     vols = [read_image(s, kind="labels") for s in args.segs]
     out: dict = {}
     given = (args.ed, args.es) != (None, None)
     if given and not (len(vols) == 1 and vols[0].is_4d):
         raise CliError("--ed and --es pick frames of one 4D segmentation.")
+    classes, source = measure_classes(args, vols)
+    if not (vols[0].data > 0).any():
+        raise CliError(f"{args.segs[0]} is empty (no label anywhere): nothing to measure.")
+    warnings: list[str] = []
     if len(vols) == 1 and vols[0].is_4d:
         v = vols[0]
         spatial = v.spacing[1:]
-        out["measures"] = cine_measures(v.data, spatial, ed=args.ed, es=args.es).to_dict()
-        out["curve"] = volume_curve(v.data, spatial)
+        curve = volume_curve(v.data, spatial, classes)
+        m = cine_measures(v.data, spatial, ed=args.ed, es=args.es, classes=classes)
+        warnings = measure_warnings(m, curve)
+        out["measures"], out["curve"] = m.to_dict(), curve
     elif len(vols) == 2 and not any(v.is_4d for v in vols):
         ed, es = vols  # as given, like the dock's ED and ES choices
-        if ed.shape != es.shape:
-            raise CliError("The ED and ES segmentations are not on the same grid.")
-        m = cardiac_measures(ed.data, es.data, ed.spacing)
+        if not same_grid(ed, es):
+            raise CliError(
+                f"The ED and ES segmentations are not on the same grid ({args.segs[0]}: "
+                f"{ed.shape}, voxels {' x '.join(f'{s:g}' for s in ed.spacing)} mm; "
+                f"{args.segs[1]}: {es.shape}, voxels "
+                f"{' x '.join(f'{s:g}' for s in es.spacing)} mm, or another position): "
+                "give two phases of one stack."
+            )
+        m = cardiac_measures(ed.data, es.data, ed.spacing, classes)
+        same = os.path.realpath(args.segs[0]) == os.path.realpath(args.segs[1]) or bool(
+            np.array_equal(ed.data, es.data)
+        )
+        warnings = measure_warnings(m, same=same)
         if m.LV_ESV > m.LV_EDV:
-            print(f"pix2rep measure: note: {ES_LARGER}", file=sys.stderr)
+            warnings.append(ES_LARGER)
         out["measures"] = m.to_dict()
         out["ed"], out["es"] = ed.path, es.path
     elif len(vols) == 1:
-        out["volumes"] = structure_volumes(vols[0].data, vols[0].spacing)
+        out["volumes"] = structure_volumes(vols[0].data, vols[0].spacing, classes)
     else:
         raise CliError("Give one 4D segmentation, or two 3D ones (ED and ES).")
+    out["classes"] = list(classes)
+    for w in warnings:
+        print(f"pix2rep measure: note: {w}", file=sys.stderr)
     if args.json:
-        print(json.dumps(out, indent=2))
+        out["warnings"] = warnings
+        print(json.dumps(json_safe(out), indent=2, allow_nan=False))
         return 0
     if "measures" in out:
         m = out["measures"]
@@ -114,12 +207,15 @@ def cmd_measure(args: argparse.Namespace) -> int:
         elif m.get("ed_frame") is not None:
             how = "given" if given else "largest and smallest LV volume"
             print(f"ED frame {m['ed_frame']}, ES frame {m['es_frame']} ({how})")
-        print(f"LV  EDV {m['LV_EDV']:.1f} mL  ESV {m['LV_ESV']:.1f} mL  EF {m['LV_EF']:.1f} %")
-        print(f"RV  EDV {m['RV_EDV']:.1f} mL  ESV {m['RV_ESV']:.1f} mL  EF {m['RV_EF']:.1f} %")
-        print(f"Myocardial mass {m['MYO_mass']:.1f} g")
+        for s in ("LV", "RV"):
+            print(
+                f"{s}  EDV {_num(m[f'{s}_EDV'])} mL  ESV {_num(m[f'{s}_ESV'])} mL  "
+                f"EF {_num(m[f'{s}_EF'])} %"
+            )
+        print(f"Myocardial mass {_num(m['MYO_mass'])} g")
         for t, c in enumerate(out.get("curve", [])):
-            print(f"frame {t}: LV {c['LV_ml']:.1f} mL, RV {c['RV_ml']:.1f} mL")
+            print(f"frame {t}: LV {_num(c['LV_ml'])} mL, RV {_num(c['RV_ml'])} mL")
     else:
         v = out["volumes"]
-        print(f"LV {v['LV_ml']:.1f} mL, RV {v['RV_ml']:.1f} mL, MYO {v['MYO_ml']:.1f} mL")
+        print(f"LV {_num(v['LV_ml'])} mL, RV {_num(v['RV_ml'])} mL, MYO {_num(v['MYO_ml'])} mL")
     return 0

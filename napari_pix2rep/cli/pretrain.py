@@ -125,12 +125,21 @@ def pretrain_config(args: argparse.Namespace):
 
 @sigterm_interrupts
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ..datafiles import is_nifti_path
+    from ..dicom_files import is_dicom_file
     from ..jobs import pretrain_job
-    from ..outputs import check_output_file
+    from ..outputs import check_output_file, check_outputs
 
     if args.init and args.resume:
         raise CliError("Give either --init or --resume, not both.")
-    check_output_file(args.out)
+    check_output_file(args.out, example="backbone.pt")
+    # --resume X --out X continues the run in place; every other input stays untouched
+    check_outputs(
+        [(args.out, "--out")],
+        [*args.data, args.init],
+        overwrite=True,
+        reads_in_folders=lambda p: is_nifti_path(p) or is_dicom_file(p),
+    )
     config = pretrain_config(args)
     # under torchrun rank 0 alone writes, so it alone holds the lock and logs
     lead = os.environ.get("RANK", "0") == "0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -107,14 +108,18 @@ def background_slices(labels_path: str, labels) -> set[int]:
 
 @sigterm_interrupts
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..annotations import sidecar_path
     from ..checkpoint import default_backbone_path
     from ..classes import parse_classes
     from ..jobs import train_job
-    from ..outputs import check_output_file
+    from ..outputs import check_output_file, check_outputs
 
     if len(args.image) != len(args.labels):
         raise CliError("Give one --labels for every --image.")
-    check_output_file(args.out)
+    check_output_file(args.out, example="segmenter.pt")
+    model = str(args.model or default_backbone_path())
+    reads = [*args.image, *args.labels, *(sidecar_path(lab) for lab in args.labels), model]
+    check_outputs([(args.out, "--out")], reads, overwrite=True)
     classes = parse_classes(args.classes)
     pairs = [load_pair(i, lab) for i, lab in zip(args.image, args.labels)]
     background = [background_slices(path, lab) for path, (_, lab) in zip(args.labels, pairs)]
@@ -142,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = StopOnSignal()
     keep_free, note = cores_to_leave(args.device)
     job = train_job(
-        str(args.model or default_backbone_path()),
+        model,
         [(img.data, img.spacing, lab.data) for img, lab in pairs],
         config=config,
         device=args.device,
@@ -184,6 +189,12 @@ def add_predict(sub) -> None:
         help="Also write <name>_uncertainty.nii.gz (1 - max probability).",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace <name>_seg.nii.gz (and <name>_uncertainty.nii.gz) when they exist "
+        "(default: refuse, since one may be a mask you drew).",
+    )
+    p.add_argument(
         "--localise",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -193,17 +204,29 @@ def add_predict(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def _series_key(image: str) -> str | tuple[str, str]:
+    """What makes two inputs one image: the resolved path, or for a DICOM file (which
+    stands for its series in its folder) the folder and SeriesInstanceUID."""
+    from ..dicom_files import file_series_uid, is_dicom_file
+
+    real = os.path.realpath(image)
+    if os.path.isfile(real) and is_dicom_file(real):
+        return os.path.dirname(real), file_series_uid(real)
+    return real
+
+
 def predict_targets(images: Sequence[str], out_dir, uncertainty: bool) -> dict[str, tuple]:
     """``{image: (seg path, uncertainty path or None)}`` in ``out_dir``, the same image given
-    twice taken once; :class:`CliError` when two images would write the same file
-    (names compared ignoring case) or an output would replace an input."""
+    twice taken once (also several files of one DICOM series, e.g. ``dir/*.dcm``);
+    :class:`CliError` when two images would write the same file (names compared ignoring
+    case). Outputs against inputs and existing files: :func:`outputs.check_outputs`."""
     from pathlib import Path
 
     from ..images import image_stem
 
     inputs = {}
     for image in images:
-        inputs.setdefault(os.path.realpath(image), image)
+        inputs.setdefault(_series_key(image), image)
     targets, by_name = {}, {}
     for image in inputs.values():
         stem = image_stem(image)
@@ -215,21 +238,23 @@ def predict_targets(images: Sequence[str], out_dir, uncertainty: bool) -> dict[s
     clashes = [names for names in by_name.values() if len(names) > 1]
     if clashes:
         what = "; ".join(
-            f"{' and '.join(names)} would {'both' if len(names) == 2 else 'all'} be "
+            f"{_some(names)} would {'both' if len(names) == 2 else 'all'} be "
             f"written to {targets[names[0]][0]}"
-            for names in clashes
+            for names in clashes[:3]
         )
+        more = f" ({len(clashes) - 3} other clashes too)" if len(clashes) > 3 else ""
         raise CliError(
-            f"Two inputs have the same name: {what}; rename one or predict them into "
+            f"Two inputs have the same name: {what}{more}; rename one or predict them into "
             "separate --out-dir folders."
         )
-    for image, outs in targets.items():
-        for out in outs:
-            if out is not None and os.path.realpath(out) in inputs:
-                raise CliError(
-                    f"{out} is an input and also the output for {image}; choose another --out-dir."
-                )
     return targets
+
+
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    """``a and b``, or ``a, b, c and 5 others``."""
+    if len(names) <= shown:
+        return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 2 else names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} others"
 
 
 def same_stack(images: Sequence[str]) -> list[list[str]]:
@@ -269,14 +294,17 @@ def _where(region, others: Sequence) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..images import read_image
     from ..jobs import predict_job
+    from ..metrics import segmentation_warnings
     from ..nifti_write import write_nifti
-    from ..outputs import check_output_dir
+    from ..outputs import check_output_dir, check_outputs
     from ..segmenter import Segmenter
 
     created = not os.path.lexists(os.path.expanduser(args.out_dir))
     out_dir = check_output_dir(args.out_dir)
     try:
         targets = predict_targets(args.images, out_dir, args.uncertainty)
+        outs = [(out, "--out-dir") for pair in targets.values() for out in pair if out]
+        check_outputs(outs, [*args.images, args.model], overwrite=args.overwrite)
         seg = Segmenter.from_file(args.model)  # read once, for every image
         stacks = same_stack(list(targets)) if args.localise else [[p] for p in targets]
         stop = StopOnSignal()
@@ -303,12 +331,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if result.cancelled:
                     raise Stopped
                 pred = result.prediction
-                write_nifti(target, pred.labels, vol, kind="labels")
+                write_nifti(target, pred.labels, vol, kind="labels", classes=seg.classes)
                 if unc_target is not None:
                     write_nifti(unc_target, pred.uncertainty(), vol, kind="image")
                 where = _where(result.region, others) if args.localise else ""
                 seconds = time.perf_counter() - t0
                 print(f"{path} -> {target} ({seconds:.2f} s{where})", flush=True)
+                doubts = [result.region.note] if result.region and result.region.note else []
+                for w in doubts + segmentation_warnings(pred.labels):
+                    print(f"pix2rep predict: warning: {path}: {w}", file=sys.stderr, flush=True)
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a folder made for outputs that never came is not left behind

@@ -9,10 +9,12 @@ PLUGIN = "napari-pix2rep"
 
 @pytest.fixture(autouse=True)
 def _pix2rep_settings(tmp_path, monkeypatch):
-    """Never read or write the user's dock settings in tests."""
+    """Never read or write the user's dock settings (or recovery folder) in tests."""
     from napari_pix2rep._qt.settings import SETTINGS_ENV
+    from napari_pix2rep.recovery import RECOVERY_ENV
 
     monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "pix2rep-settings.ini"))
+    monkeypatch.setenv(RECOVERY_ENV, str(tmp_path / "recovery"))
     monkeypatch.delenv("NAPARI_PIX2REP_MODEL", raising=False)
 
 

@@ -74,7 +74,7 @@ def test_measures_of_the_4d_phantom(dock, tmp_path, notes):
     rows = list(csv.reader(open(out)))
     assert rows[0] == ["quantity", "value", "unit"]
     assert rows[3][0] == "LV EF" and abs(float(rows[3][1]) - ef) < 1e-3
-    assert ["frame", "LV_ml", "RV_ml", "MYO_ml"] in rows
+    assert ["frame", "phase", "segmented", "LV_ml", "RV_ml", "MYO_ml"] in rows
     assert not [m for s, m in notes if s == "error"]
 
     # the user overrides the cine's ED / ES frames; "auto" brings the LV curve back

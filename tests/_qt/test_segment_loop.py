@@ -158,16 +158,16 @@ def test_errors_become_one_sentence_notifications(
     panel.image_combo.setCurrentText(image.name)
     widget.model_box.set_path(str(tiny_backbone_file))
 
-    # no annotation layer, then an empty one
-    assert not panel.segment()
-    assert any("No annotated slice" in m for m in _errors(notes)), notes
-    notes.clear()
-    ann = panel.new_annotation_layer()
-    assert panel.segment()
-    wait_idle(panel.runner)
-    (msg,) = _errors(notes)
-    assert "No annotated slice" in msg and "\n" not in msg
-    assert panel.segment_button.isEnabled()
+    # no annotation layer, then an empty one: a backbone cannot segment without painting
+    for make_layer in (False, True):
+        notes.clear()
+        ann = panel.new_annotation_layer() if make_layer else None
+        assert panel.segment()
+        wait_idle(panel.runner)
+        (msg,) = _errors(notes)
+        assert "No annotated slice" in msg and "without painting" in msg and "\n" not in msg
+        assert panel.segment_button.isEnabled()
+        assert "scan segmentation" not in [ly.name for ly in viewer.layers]  # none left
 
     # a label value outside the class list
     notes.clear()
@@ -317,6 +317,17 @@ def test_ed_painted_es_segmented_carries_the_slices(dock, tiny_backbone_file, wa
     used = sorted(map(tuple, panel.segmenter.meta["annotated_slices"]))
     assert used == [(0, 1), (0, 2), (1, 1), (1, 2)]  # ED's slices and the carried ones
     assert np.any(viewer.layers["ES segmentation"].data)
+    assert panel.segmenter.meta["segment_settings"]["propagate"] is True
+    said = "linear probe, heart region from the annotation, 2 painted slice(s) carried from ED"
+    assert any(said in m for _, m in notes), notes  # the dock says what the recipe did
+
+    # the form's settings reach the recipe: nothing carried when propagation is off
+    panel.propagate_check.setChecked(False)
+    assert panel.segment()
+    wait_idle(panel.runner)
+    used = sorted(map(tuple, panel.segmenter.meta["annotated_slices"]))
+    assert used == [(0, 1), (0, 2)] and panel.settings.get("segment/propagate", True) is False
+    panel.propagate_check.setChecked(True)
 
     # a correction of ES goes into a new ES annotation layer, never into ED's
     seg = viewer.layers["ES segmentation"]

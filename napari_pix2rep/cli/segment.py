@@ -1,0 +1,193 @@
+"""``pix2rep segment``: the dock's Segment recipe (:mod:`napari_pix2rep.recipe`) on files.
+
+Each ``--labels`` belongs to the ``--image`` before it; images without labels are
+segmented too (e.g. ES from the painted slices of ED, carried by registration, as the dock
+does); every image is written as ``DIR/<image name>_seg.nii.gz`` with its header (the
+naming and writing of ``pix2rep predict``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Sequence
+
+from ..progress import Progress, format_duration
+from .common import (
+    CliError,
+    StopOnSignal,
+    add_device,
+    add_seed,
+    cores_to_leave,
+    sigterm_interrupts,
+)
+from .segmentation import Stopped, background_slices, load_pair, predict_targets
+
+
+class _Image(argparse.Action):
+    """``--image IMG``: a new input, without labels so far."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        inputs = list(getattr(namespace, "inputs", None) or [])
+        inputs.append([value, None])
+        namespace.inputs = inputs
+
+
+class _Labels(argparse.Action):
+    """``--labels LAB``: the labels of the ``--image`` just before it."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        inputs = getattr(namespace, "inputs", None)
+        if not inputs:
+            parser.error("--labels must follow the --image it belongs to.")
+        if inputs[-1][1] is not None:
+            parser.error(f"{inputs[-1][0]} has two --labels; give one per --image.")
+        inputs[-1][1] = value
+
+
+def add_segment(sub) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="Segment images from their painted slices (the dock's Segment recipe).",
+        description="Each --labels belongs to the --image before it; images without labels "
+        "are segmented too (e.g. ES from ED's painted slices, carried by registration). "
+        "Writes DIR/<image name>_seg.nii.gz with each image's header.",
+    )
+    p.add_argument("--image", action=_Image, required=True, metavar="IMG")
+    p.add_argument(
+        "--labels",
+        action=_Labels,
+        metavar="LAB",
+        help="Painted slices of the --image before it, on its grid; its LAB.slices.json "
+        "sidecar, when there is one, lists background-only slices (docs/annotations.md).",
+    )
+    p.add_argument("--out-dir", required=True, metavar="DIR")
+    p.add_argument(
+        "--model",
+        metavar="MODEL.pt",
+        help="A Pix2Rep backbone, or a segmenter (default: the shipped default segmenter "
+        "when there is one, else the shipped backbone).",
+    )
+    p.add_argument("--mode", choices=("linear", "finetune"), default="linear")
+    add_device(p)
+    add_seed(p, 0)
+    p.add_argument("--steps", type=int, default=None, help="Training steps (default: 300).")
+    for flag, what in (
+        ("localise", "Segment the heart region found from the paint or the motion"),
+        ("propagate", "Carry painted slices to the other phases of their stack and fuse"),
+    ):
+        p.add_argument(
+            f"--{flag}",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help=f"{what} (default: on).",
+        )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace <name>_seg.nii.gz when it exists (default: refuse).",
+    )
+    p.set_defaults(func=cmd_segment, inputs=None)
+
+
+def _settings(args: argparse.Namespace):
+    from ..segment_settings import SegmentSettings
+
+    training = {"mode": args.mode, "seed": args.seed}
+    if args.steps:
+        training |= {"probe_steps": args.steps, "ft_steps": args.steps}
+    return SegmentSettings(training=training, localise=args.localise, propagate=args.propagate)
+
+
+def _model(path: str | None, painted: bool):
+    """The model file chosen (or the shipped default) and the loaded model; a backbone
+    with nothing painted is refused with one sentence before any image is read."""
+    from ..checkpoint import default_backbone_path, default_segmenter_path
+    from ..jobs import load_model
+    from ..recipe import NO_PAINT
+
+    path = str(path or default_segmenter_path() or default_backbone_path())
+    model = load_model(path)
+    if not painted and isinstance(model, tuple):
+        raise CliError(NO_PAINT)
+    return path, model
+
+
+def _read(inputs: Sequence[list]):
+    """Per input its :class:`~napari_pix2rep.recipe.Scan`, Annotation (or None) and Volume."""
+    from ..images import image_stem, read_image
+    from ..recipe import Annotation, Scan
+
+    scans, annotations, volumes = [], [], []
+    for image, labels in inputs:
+        if labels is None:
+            vol, ann = read_image(image, kind="image"), None
+        else:
+            vol, lab = load_pair(image, labels)
+            ann = Annotation(lab.data, frozenset(background_slices(labels, lab)))
+        scans.append(Scan(vol.data, vol.spacing, image_stem(image), vol.affine))
+        annotations.append(ann)
+        volumes.append(vol)
+    return scans, annotations, volumes
+
+
+def _reporter():
+    last = {"stage": None}
+
+    def report(p: Progress) -> None:
+        if p.stage != last["stage"] or p.step == p.total or p.step % 50 == 0:
+            loss = f"  loss {p.loss:.4f}" if p.loss is not None else ""
+            extra = f"  {p.message}" if p.message else ""
+            if p.eta_s is not None and p.step < p.total:
+                extra += f"  ETA {format_duration(p.eta_s)}"
+            print(f"{p.stage} {p.step}/{p.total}{loss}{extra}", flush=True)
+            last["stage"] = p.stage
+
+    return report
+
+
+@sigterm_interrupts
+def cmd_segment(args: argparse.Namespace) -> int:
+    from ..annotations import sidecar_path
+    from ..jobs import recipe_job
+    from ..nifti_write import write_nifti
+    from ..outputs import check_output_dir, check_outputs
+
+    images = [image for image, _ in args.inputs]
+    labels = [lab for _, lab in args.inputs if lab is not None]
+    created = not os.path.lexists(os.path.expanduser(args.out_dir))
+    out_dir = check_output_dir(args.out_dir)
+    try:
+        targets = predict_targets(images, out_dir, False)
+        if len(targets) != len(images):
+            raise CliError("An image is given twice: give each --image once, with its labels.")
+        path, model = _model(args.model, bool(labels))
+        reads = [*images, *labels, *(sidecar_path(lab) for lab in labels), path]
+        outs = [(seg, "--out-dir") for seg, _ in targets.values()]
+        check_outputs(outs, reads, overwrite=args.overwrite)
+        scans, annotations, volumes = _read(args.inputs)
+        stop = StopOnSignal()
+        keep_free, note = cores_to_leave(args.device)
+        t0 = time.perf_counter()
+        job = recipe_job(
+            model,
+            scans,
+            annotations,
+            settings=_settings(args),
+            device=args.device,
+            should_stop=stop,
+            keep_free=keep_free,
+        )
+        outcome = stop.run(job, _reporter(), note)
+        if outcome.cancelled:
+            raise Stopped
+        for k, (image, vol) in enumerate(zip(images, volumes)):
+            seg = write_nifti(targets[image][0], outcome.masks[k].labels, vol, kind="labels")
+            print(f"{image} -> {seg} ({outcome.report.images[k].line()})", flush=True)
+        print(f"Segmented {len(images)} image(s) in {time.perf_counter() - t0:.1f} s.")
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a folder made for outputs that never came is not left behind
+        raise
+    return 0
