@@ -2,8 +2,8 @@
 
 Every script takes ``--data`` (a folder of ACDC-style cases: ``../shared/data/acdc`` or
 its ``training`` folder, or a synthetic stand-in written by
-``napari_pix2rep.phantom.write_phantom_dataset``), writes ``<name>.json`` and ``<name>.md``
-into ``--out`` and prints the Markdown table. ``--quick`` is a smoke mode for tests.
+``napari_pix2rep.evaluation.phantom.write_phantom_dataset``), writes ``<name>.json`` and
+``<name>.md`` into ``--out`` and prints the Markdown table. ``--quick`` is a smoke mode for tests.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_pix2rep.acdc import GROUPS, Case, list_cases, split_validation
-from napari_pix2rep.checkpoint import default_backbone_path
-from napari_pix2rep.nets.unet import UNet
-from napari_pix2rep.preprocess import PreprocessConfig
-from napari_pix2rep.pretrain import Pretrainer
-from napari_pix2rep.pretrain_config import PretrainConfig
-from napari_pix2rep.progress import run_to_end
-from napari_pix2rep.protocols import CLASS_NAMES, LoadedCase
-from napari_pix2rep.segment_settings import FUSE_WEIGHT, Registration, SegmentSettings
-from napari_pix2rep.segmenter import load_backbone
-from napari_pix2rep.slices import load_slices
-from napari_pix2rep.train_config import TrainConfig
+from napari_pix2rep.core.progress import run_to_end
+from napari_pix2rep.evaluation.protocols import CLASS_NAMES, LoadedCase
+from napari_pix2rep.io.acdc import GROUPS, Case, list_cases, split_validation
+from napari_pix2rep.model.checkpoint import default_backbone_path
+from napari_pix2rep.model.nets.unet import UNet
+from napari_pix2rep.model.preprocess import PreprocessConfig
+from napari_pix2rep.model.segmenter import load_backbone
+from napari_pix2rep.pretrain.config import PretrainConfig
+from napari_pix2rep.pretrain.run import Pretrainer
+from napari_pix2rep.pretrain.slices import load_slices
+from napari_pix2rep.segment.settings import FUSE_WEIGHT, Registration, SegmentSettings
+from napari_pix2rep.segment.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,12 +27,12 @@ from common import (
     write_results,
 )
 
-from napari_pix2rep.annotations import collect_annotations
-from napari_pix2rep.device import resolve_device
-from napari_pix2rep.finetune import fine_tune_iter
-from napari_pix2rep.probe import training_slices
-from napari_pix2rep.protocols import evaluate, summarise
-from napari_pix2rep.segmenter import Segmenter
+from napari_pix2rep.annotate.annotations import collect_annotations
+from napari_pix2rep.evaluation.protocols import evaluate, summarise
+from napari_pix2rep.model.device import resolve_device
+from napari_pix2rep.model.segmenter import Segmenter
+from napari_pix2rep.segment.finetune import fine_tune_iter
+from napari_pix2rep.segment.probe import training_slices
 
 
 def curve(net, pre, labelled, val, cfg, every, device) -> list[tuple[int, float]]:

@@ -33,7 +33,7 @@ from common import (
     write_results,
 )
 
-from napari_pix2rep.protocols import few_slice, summarise
+from napari_pix2rep.evaluation.protocols import few_slice, summarise
 
 
 def main() -> None:

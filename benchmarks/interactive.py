@@ -29,7 +29,7 @@ from common import (
     write_results,
 )
 
-from napari_pix2rep.protocols import annotation_loop
+from napari_pix2rep.evaluation.protocols import annotation_loop
 
 
 def main() -> None:

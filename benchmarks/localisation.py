@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 from common import load_cases, load_split, parser, table, tagged, write_results
 
-from napari_pix2rep.localise import region_from_annotation, region_from_motion
-from napari_pix2rep.protocols import few_slice_given
+from napari_pix2rep.evaluation.protocols import few_slice_given
+from napari_pix2rep.segment.localise import region_from_annotation, region_from_motion
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import argparse
 
 import numpy as np
 
-from napari_pix2rep.checkpoint import load_model_file
+from napari_pix2rep.model.checkpoint import load_model_file
 
 
 def main() -> None:

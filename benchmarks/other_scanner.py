@@ -32,12 +32,12 @@ from common import (
     write_results,
 )
 
-from napari_pix2rep.dicom import read_dicom
-from napari_pix2rep.localise import locate_heart
-from napari_pix2rep.metrics import dice_per_class
-from napari_pix2rep.predict import predict_volume
-from napari_pix2rep.protocols import train_on_cases
-from napari_pix2rep.sunnybrook import LV, MYO, contoured_slices
+from napari_pix2rep.evaluation.protocols import train_on_cases
+from napari_pix2rep.io.dicom import read_dicom
+from napari_pix2rep.io.sunnybrook import LV, MYO, contoured_slices
+from napari_pix2rep.measure.metrics import dice_per_class
+from napari_pix2rep.segment.localise import locate_heart
+from napari_pix2rep.segment.predict import predict_volume
 
 SERIES = REPO.parent / "shared" / "data" / "sunnybrook_dicom" / "SCD0000101"
 

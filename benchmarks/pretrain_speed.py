@@ -29,11 +29,11 @@ HERE = Path(__file__).resolve().parent
 
 def measure(preset_name: str, loss: str, device: str, steps: int, batch: int) -> dict:
     """Median step and bare forward+backward times (s) and peak memory (MiB), in-process."""
-    from napari_pix2rep.phantom import make_phantom
-    from napari_pix2rep.preprocess import PreprocessConfig
-    from napari_pix2rep.pretrain import Pretrainer
-    from napari_pix2rep.pretrain_config import PretrainConfig
-    from napari_pix2rep.slices import SliceBank
+    from napari_pix2rep.evaluation.phantom import make_phantom
+    from napari_pix2rep.model.preprocess import PreprocessConfig
+    from napari_pix2rep.pretrain.config import PretrainConfig
+    from napari_pix2rep.pretrain.run import Pretrainer
+    from napari_pix2rep.pretrain.slices import SliceBank
 
     vols = [make_phantom(n_slices=10, size=(192, 192), seed=s) for s in range(3)]
     bank = SliceBank.from_arrays([(v.image, v.spacing) for v in vols], PreprocessConfig())

@@ -26,8 +26,8 @@ from common import (
     write_results,
 )
 
-from napari_pix2rep.protocols import evaluate, summarise, train_on_cases
-from napari_pix2rep.segmenter import load_backbone
+from napari_pix2rep.evaluation.protocols import evaluate, summarise, train_on_cases
+from napari_pix2rep.model.segmenter import load_backbone
 
 
 def main() -> None:

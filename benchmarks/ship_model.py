@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_pix2rep.checkpoint import atomic_torch_save, load_model_file, shipped_copy
+from napari_pix2rep.model.checkpoint import atomic_torch_save, load_model_file, shipped_copy
 
 
 def main() -> None:

@@ -25,9 +25,9 @@ import torch
 from common import cases_root, parser, pix2rep_backbone, table, write_results
 from pretrain_speed import run_isolated
 
-from napari_pix2rep.acdc import list_cases
-from napari_pix2rep.train_config import TrainConfig
-from napari_pix2rep.training import train_segmenter
+from napari_pix2rep.io.acdc import list_cases
+from napari_pix2rep.segment.train_config import TrainConfig
+from napari_pix2rep.segment.training import train_segmenter
 
 
 def _peak_mib() -> float:
@@ -73,8 +73,8 @@ def finetune_time(args) -> dict:
 
 
 def predict_time(args) -> dict:
-    from napari_pix2rep.predict import predict_volume
-    from napari_pix2rep.segmenter import Segmenter
+    from napari_pix2rep.model.segmenter import Segmenter
+    from napari_pix2rep.segment.predict import predict_volume
 
     net, pre, _ = pix2rep_backbone(args)
     seg = Segmenter(net, preprocess=pre)

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from napari_pix2rep.acdc import list_cases, split_validation
-from napari_pix2rep.checkpoint import atomic_torch_save, default_backbone_path
-from napari_pix2rep.classes import DEFAULT_CLASSES
-from napari_pix2rep.device import resolve_device
-from napari_pix2rep.segmenter import Segmenter, load_backbone
-from napari_pix2rep.supervised import (
+from napari_pix2rep.core.classes import DEFAULT_CLASSES
+from napari_pix2rep.io.acdc import list_cases, split_validation
+from napari_pix2rep.model.checkpoint import atomic_torch_save, default_backbone_path
+from napari_pix2rep.model.device import resolve_device
+from napari_pix2rep.model.segmenter import Segmenter, load_backbone
+from napari_pix2rep.segment.supervised import (
     SupervisedConfig,
     SupervisedRun,
     pack_cases,

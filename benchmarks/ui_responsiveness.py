@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from common import REPO, table, write_results
 
-from napari_pix2rep.phantom import make_phantom
+from napari_pix2rep.evaluation.phantom import make_phantom
 
 JOBS = ("segment", "finetune", "pretrain")
 GAP_MS = 50  # gaps longer than this get their stacks sampled (--stacks)

@@ -23,8 +23,8 @@ import numpy as np
 from qtpy.QtWidgets import QApplication
 
 from napari_pix2rep._qt.launcher import make_viewer
-from napari_pix2rep.nifti import read_nifti
-from napari_pix2rep.protocols import few_slice_given
+from napari_pix2rep.evaluation.protocols import few_slice_given
+from napari_pix2rep.io.nifti import read_nifti
 
 
 def phases(path: Path) -> dict[str, int]:

@@ -18,8 +18,8 @@ from pathlib import Path
 from screenshot import segment_and_shoot  # docs/screenshot.py, beside this script
 
 from napari_pix2rep._qt.launcher import make_viewer
-from napari_pix2rep.dicom import read_dicom
-from napari_pix2rep.sunnybrook import contoured_slices
+from napari_pix2rep.io.dicom import read_dicom
+from napari_pix2rep.io.sunnybrook import contoured_slices
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """npe2 reader: open NIfTI files and DICOM series as napari layers that keep the geometry.
 
 ``.nii`` / ``.nii.gz`` images become ``image`` layers (float32, grey, 0.5-99.5 percentile
-contrast) and label maps (see :func:`napari_pix2rep.nifti.is_label_file`) ``labels``
+contrast) and label maps (see :func:`napari_pix2rep.io.nifti.is_label_file`) ``labels``
 layers with integer data. A DICOM series (a folder, or one ``.dcm`` / ``.ima`` file of it)
 becomes one ``image`` layer, 4D ``(t, z, y, x)`` for a cine, named after the patient and
 series. Each layer's ``scale`` is the voxel spacing and its ``metadata`` carries a NIfTI
@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import AnnotationError, read_background_slices
-from .classes import BASE_COLORS
-from .datafiles import is_nifti_path, nifti_stem
-from .dicom import read_dicom
-from .images import is_dicom_source, read_image
-from .layer_meta import volume_metadata
-from .loop import BACKGROUND_KEY
-from .nifti import Volume
+from napari_pix2rep.annotate.annotations import AnnotationError, read_background_slices
+from napari_pix2rep.annotate.loop import BACKGROUND_KEY
+from napari_pix2rep.core.classes import BASE_COLORS
+from napari_pix2rep.io.datafiles import is_nifti_path, nifti_stem
+from napari_pix2rep.io.dicom import read_dicom
+from napari_pix2rep.io.images import is_dicom_source, read_image
+from napari_pix2rep.io.layer_meta import volume_metadata
+from napari_pix2rep.io.nifti import Volume
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathLike = str | os.PathLike[str]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._reader import layer_data
-from .phantom import Phantom, make_phantom
+from napari_pix2rep._reader import layer_data
+from napari_pix2rep.evaluation.phantom import Phantom, make_phantom
 
 LayerData = tuple[Any, dict[str, Any], str]
 

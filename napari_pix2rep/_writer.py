@@ -7,7 +7,7 @@ identity. A path without ``.nii`` / ``.nii.gz`` gets ``.nii.gz`` appended. A lab
 background-only slices (``metadata["pix2rep_background_slices"]``) go to the
 ``.slices.json`` sidecar beside the file (docs/annotations.md); without any, a sidecar
 left there by an earlier save is removed, and so is the layer's autosaved copy in the
-recovery folder (:func:`napari_pix2rep.recovery.forget_saved`): the work is saved now.
+recovery folder (:func:`napari_pix2rep.annotate.recovery.forget_saved`): the work is saved now.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import write_background_slices
-from .datafiles import is_nifti_path
-from .layer_meta import source_path, volume_from_layer
-from .loop import background_of
-from .nifti_write import write_nifti
-from .recovery import forget_saved
+from napari_pix2rep.annotate.annotations import write_background_slices
+from napari_pix2rep.annotate.loop import background_of
+from napari_pix2rep.annotate.recovery import forget_saved
+from napari_pix2rep.io.datafiles import is_nifti_path
+from napari_pix2rep.io.layer_meta import source_path, volume_from_layer
+from napari_pix2rep.io.nifti_write import write_nifti
 
 
 def _target(path: str) -> str:

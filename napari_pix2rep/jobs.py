@@ -2,9 +2,9 @@
 
 Pretraining (:func:`pretrain_job`), training a segmenter from annotated pairs
 (:func:`train_job`), predicting (:func:`predict_job`) and the dock's Segment
-(:func:`segment_job`); the last two run the Segment recipe (:mod:`napari_pix2rep.recipe`).
-The jobs hold the torch threads (:func:`~napari_pix2rep.threads.cpu_threads`). Each yields
-:class:`~napari_pix2rep.progress.Progress` after every step, checks ``should_stop()``
+(:func:`segment_job`); the last two run the Segment recipe (:mod:`napari_pix2rep.segment.recipe`).
+The jobs hold the torch threads (:func:`~napari_pix2rep.model.threads.cpu_threads`). Each yields
+:class:`~napari_pix2rep.core.progress.Progress` after every step, checks ``should_stop()``
 between steps (so a cancel takes effect within one step) and returns a result object; any
 exception it raises is the caller's to report. torch is imported only when a job runs,
 so importing this module is cheap. No Qt.
@@ -22,22 +22,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .progress import Progress, StopCheck, never, until_stopped
-from .segment_settings import SegmentSettings
-from .threads import cpu_threads
+from napari_pix2rep.core.progress import Progress, StopCheck, never, until_stopped
+from napari_pix2rep.model.threads import cpu_threads
+from napari_pix2rep.segment.settings import SegmentSettings
 
 if TYPE_CHECKING:
     import torch
 
-    from .datafiles import TrainingFiles
-    from .localise import HeartRegion
-    from .nets.unet import UNet
-    from .predict import Prediction
-    from .preprocess import PreprocessConfig
-    from .pretrain_config import PretrainConfig
-    from .recipe import Annotation, Model, Scan, SegmentOutcome, SegmentReport
-    from .segmenter import Segmenter
-    from .train_config import TrainConfig
+    from napari_pix2rep.io.datafiles import TrainingFiles
+    from napari_pix2rep.model.nets.unet import UNet
+    from napari_pix2rep.model.preprocess import PreprocessConfig
+    from napari_pix2rep.model.segmenter import Segmenter
+    from napari_pix2rep.pretrain.config import PretrainConfig
+    from napari_pix2rep.segment.localise import HeartRegion
+    from napari_pix2rep.segment.predict import Prediction
+    from napari_pix2rep.segment.recipe import (
+        Annotation,
+        Model,
+        Scan,
+        SegmentOutcome,
+        SegmentReport,
+    )
+    from napari_pix2rep.segment.train_config import TrainConfig
 
     #: A model file, or a loaded model (a segmenter, or a backbone and its preprocessing).
     ModelSource = str | os.PathLike | Model
@@ -107,7 +113,7 @@ def pretrain_job(
     """Pretrain a backbone on open volumes ``(data, spacing, name)`` and image ``inputs``.
 
     ``inputs`` are NIfTI files, DICOM series or folders (searched recursively; label files, see
-    :mod:`napari_pix2rep.datafiles`, and ``exclude`` globs skipped). ``out`` is checked
+    :mod:`napari_pix2rep.io.datafiles`, and ``exclude`` globs skipped). ``out`` is checked
     and (with ``lock``; under torchrun only rank 0 locks) locked before any work, one run
     per file; the checkpoint goes there atomically, every ``config.checkpoint_every``
     steps or ``config.checkpoint_minutes``, and when the run ends or is stopped.
@@ -116,10 +122,10 @@ def pretrain_job(
     "loading", "start" (the run described, before the first step), "pretrain". Returns a
     :class:`PretrainResult` (``path`` None when stopped before the first step).
     """
-    from .datafiles import find_training_images
-    from .device import resolve_device
-    from .outputs import OutputLock, check_output_file
-    from .pretrain_config import PretrainConfig
+    from napari_pix2rep.io.datafiles import find_training_images
+    from napari_pix2rep.io.outputs import OutputLock, check_output_file
+    from napari_pix2rep.model.device import resolve_device
+    from napari_pix2rep.pretrain.config import PretrainConfig
 
     cfg = config if isinstance(config, PretrainConfig) else PretrainConfig(**(config or {}))
     check_output_file(out, "The output file")
@@ -146,8 +152,8 @@ def _pretrain(
     should_stop: StopCheck,
 ) -> Generator[Progress, None, PretrainResult]:
     """The body of :func:`pretrain_job`, its output checked and locked."""
-    from .pretrain import Pretrainer
-    from .slices import load_slices
+    from napari_pix2rep.pretrain.run import Pretrainer
+    from napari_pix2rep.pretrain.slices import load_slices
 
     t0 = time.perf_counter()
     files = found.images if found is not None else []
@@ -185,8 +191,8 @@ def _pretrain(
 
 def load_model_source(path: str | os.PathLike) -> tuple[UNet | Segmenter, PreprocessConfig]:
     """``(UNet or Segmenter, PreprocessConfig)`` from a backbone or segmenter file, read once."""
-    from .checkpoint import load_model_file
-    from .segmenter import Segmenter, backbone_from_dict, is_segmenter_dict
+    from napari_pix2rep.model.checkpoint import load_model_file
+    from napari_pix2rep.model.segmenter import Segmenter, backbone_from_dict, is_segmenter_dict
 
     obj = load_model_file(path)
     name = Path(path).name
@@ -198,7 +204,7 @@ def load_model_source(path: str | os.PathLike) -> tuple[UNet | Segmenter, Prepro
 
 def load_model(model: ModelSource) -> Model:
     """The recipe's model: a segmenter, or ``(backbone, preprocessing)``; a path is read once."""
-    from .segmenter import Segmenter
+    from napari_pix2rep.model.segmenter import Segmenter
 
     if isinstance(model, str | os.PathLike):
         net, preprocess = load_model_source(model)
@@ -228,9 +234,9 @@ def train_job(
     per pair, flat indices of its background-only slices. The result's ``prediction`` is
     None; its ``segmenter`` too when stopped.
     """
-    from .device import release_memory, resolve_device
-    from .segmenter import Segmenter
-    from .training import train_until_stopped
+    from napari_pix2rep.model.device import release_memory, resolve_device
+    from napari_pix2rep.model.segmenter import Segmenter
+    from napari_pix2rep.segment.training import train_until_stopped
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
@@ -275,8 +281,8 @@ def predict_job(
     e.g. ES for ED); no labels are looked at. The result holds no uncertainty
     (``prediction.uncertainty()`` gives it).
     """
-    from .predict import DEFAULT_CLEANUP
-    from .recipe import Scan
+    from napari_pix2rep.segment.predict import DEFAULT_CLEANUP
+    from napari_pix2rep.segment.recipe import Scan
 
     image, spacing = np.asarray(target[0]), tuple(target[1])
     scans = [Scan(image, spacing), *(Scan(f, spacing) for f in other_frames)]
@@ -309,11 +315,11 @@ def recipe_job(
     should_stop: StopCheck = never,
     keep_free: int | None = 1,
 ) -> Generator[Progress, None, SegmentOutcome]:
-    """The Segment recipe (:func:`napari_pix2rep.recipe.segment_iter`) for ``targets``
+    """The Segment recipe (:func:`napari_pix2rep.segment.recipe.segment_iter`) for ``targets``
     (None: every scan), ``model`` a model file (read once) or a loaded model, on all but
     ``keep_free`` cores."""
-    from .device import resolve_device
-    from .recipe import segment_iter
+    from napari_pix2rep.model.device import resolve_device
+    from napari_pix2rep.segment.recipe import segment_iter
 
     dev = resolve_device(device)
     source = load_model(model)

@@ -20,8 +20,8 @@ DTYPE_FIELDS = ("datatype", "bitpix", "scl_slope", "scl_inter", "cal_min", "cal_
 @pytest.fixture(autouse=True)
 def _thread_count_as_chosen(monkeypatch):
     """The CLI's thread count follows the machine's load unless the user chose one
-    (napari_pix2rep.threads); tests choose, so what they print does not depend on
-    what else the machine runs (tests/test_threads.py covers the load rule)."""
+    (napari_pix2rep.model.threads); tests choose, so what they print does not depend on
+    what else the machine runs (tests/model/test_threads.py covers the load rule)."""
     if not any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
         monkeypatch.setenv("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
@@ -74,7 +74,7 @@ def assert_same_header() -> Callable[..., None]:
 @pytest.fixture(scope="session")
 def phantom3d():
     """A 3D phantom (8 slices, 96x96) with its truth."""
-    from napari_pix2rep.phantom import make_phantom
+    from napari_pix2rep.evaluation.phantom import make_phantom
 
     return make_phantom(n_slices=8, size=(96, 96), seed=3)
 
@@ -84,11 +84,11 @@ def tiny_backbone_file(tmp_path_factory) -> Path:
     """A ``tiny`` backbone briefly pretrained with Pix2Rep on phantoms (about 10 s)."""
     import torch
 
-    from napari_pix2rep.phantom import make_phantom
-    from napari_pix2rep.preprocess import PreprocessConfig
-    from napari_pix2rep.pretrain import Pretrainer
-    from napari_pix2rep.pretrain_config import PretrainConfig
-    from napari_pix2rep.slices import SliceBank
+    from napari_pix2rep.evaluation.phantom import make_phantom
+    from napari_pix2rep.model.preprocess import PreprocessConfig
+    from napari_pix2rep.pretrain.config import PretrainConfig
+    from napari_pix2rep.pretrain.run import Pretrainer
+    from napari_pix2rep.pretrain.slices import SliceBank
 
     torch.manual_seed(0)
     vols = [make_phantom(n_slices=8, size=(96, 96), seed=s) for s in (10, 11, 12)]

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from napari_pix2rep.core.progress import Progress
+from napari_pix2rep.evaluation.phantom import make_phantom
+from napari_pix2rep.io.nifti_write import write_nifti
 from napari_pix2rep.jobs import predict_job, pretrain_job, segment_job
-from napari_pix2rep.localise import locate_heart
-from napari_pix2rep.nifti_write import write_nifti
-from napari_pix2rep.phantom import make_phantom
-from napari_pix2rep.predict import predict_volume
-from napari_pix2rep.progress import Progress
-from napari_pix2rep.recipe import Annotation, Scan
-from napari_pix2rep.segment_settings import SegmentSettings
+from napari_pix2rep.segment.localise import locate_heart
+from napari_pix2rep.segment.predict import predict_volume
+from napari_pix2rep.segment.recipe import Annotation, Scan
+from napari_pix2rep.segment.settings import SegmentSettings
 
 TINY = {"preset": "tiny", "crop": 64, "batch_size": 4, "checkpoint_every": 10_000}
 
@@ -89,7 +89,7 @@ def test_pretrain_job_reads_folders_skips_labels_and_stops(tmp_path):
 
 
 def test_pretrain_job_checks_and_locks_its_output_first(tmp_path):
-    from napari_pix2rep.outputs import OutputError, OutputLock
+    from napari_pix2rep.io.outputs import OutputError, OutputLock
 
     ph = make_phantom(n_slices=2, size=(48, 48), seed=2)
     volumes = [(ph.image, ph.spacing, "layer")]

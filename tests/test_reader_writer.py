@@ -12,10 +12,10 @@ import pytest
 from napari_pix2rep import _sample_data
 from napari_pix2rep._reader import contrast_limits, get_reader
 from napari_pix2rep._writer import write_image, write_labels
-from napari_pix2rep.layer_meta import METADATA_KEY
-from napari_pix2rep.nifti import NiftiError, read_nifti
-from napari_pix2rep.nifti_write import write_nifti
-from napari_pix2rep.phantom import make_phantom
+from napari_pix2rep.evaluation.phantom import make_phantom
+from napari_pix2rep.io.layer_meta import METADATA_KEY
+from napari_pix2rep.io.nifti import NiftiError, read_nifti
+from napari_pix2rep.io.nifti_write import write_nifti
 
 DTYPE_FIELDS = ("datatype", "bitpix", "scl_slope", "scl_inter", "cal_min", "cal_max")
 
@@ -143,7 +143,7 @@ def test_hooks_do_not_import_torch_or_qt():
     code = (
         "import sys\n"
         "import napari_pix2rep._reader, napari_pix2rep._writer, napari_pix2rep._sample_data\n"
-        "import napari_pix2rep.nifti, napari_pix2rep.phantom\n"
+        "import napari_pix2rep.io.nifti, napari_pix2rep.evaluation.phantom\n"
         "bad = [m for m in ('torch', 'qtpy', 'PyQt5', 'napari') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -152,7 +152,7 @@ def test_hooks_do_not_import_torch_or_qt():
 
 
 def test_background_only_slices_round_trip_through_the_sidecar(phantom_files, tmp_path):
-    from napari_pix2rep.annotations import sidecar_path
+    from napari_pix2rep.annotate.annotations import sidecar_path
 
     _, labels_path = phantom_files
     ((data, meta, kind),) = get_reader(labels_path)(labels_path)
@@ -171,7 +171,7 @@ def test_background_only_slices_round_trip_through_the_sidecar(phantom_files, tm
 
 
 def test_a_bad_sidecar_warns_and_the_labels_still_open(phantom_files, tmp_path):
-    from napari_pix2rep.annotations import sidecar_path
+    from napari_pix2rep.annotate.annotations import sidecar_path
 
     _, labels_path = phantom_files
     sidecar_path(labels_path).write_text('{"format": "something else"}', encoding="utf-8")

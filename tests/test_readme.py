@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_pix2rep.nifti import read_nifti
-from napari_pix2rep.nifti_write import write_nifti
-from napari_pix2rep.phantom import make_phantom
+from napari_pix2rep.evaluation.phantom import make_phantom
+from napari_pix2rep.io.nifti import read_nifti
+from napari_pix2rep.io.nifti_write import write_nifti
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

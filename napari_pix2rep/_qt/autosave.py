@@ -4,7 +4,7 @@
 image read from a file): an edit (a brush stroke, "Use corrections", new data) starts a
 single-shot timer, so the layer is saved :data:`DELAY_MS` after its first unsaved edit
 and at most that often while painting goes on. The data is copied on the GUI thread (a
-few ms) and written by one worker thread (:func:`napari_pix2rep.recovery.save_recovery`:
+few ms) and written by one worker thread (:func:`napari_pix2rep.annotate.recovery.save_recovery`:
 compressed, atomic), so painting never waits for the disk. A layer removed with unsaved
 edits, and every layer when the dock closes, is saved at once.
 
@@ -27,13 +27,13 @@ import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
-from .. import recovery as R
-from ..classes import DEFAULT_CLASSES
-from ..errors import error_message
-from ..layer_meta import ROLE_KEY, role_metadata, source_path
-from ..loop import BACKGROUND_KEY, background_of
-from . import layers as L
-from .common import Links, notify_error
+from napari_pix2rep._qt import layers as L
+from napari_pix2rep._qt.common import Links, notify_error
+from napari_pix2rep.annotate import recovery as R
+from napari_pix2rep.annotate.loop import BACKGROUND_KEY, background_of
+from napari_pix2rep.core.classes import DEFAULT_CLASSES
+from napari_pix2rep.io.errors import error_message
+from napari_pix2rep.io.layer_meta import ROLE_KEY, role_metadata, source_path
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import error_message
+from napari_pix2rep.io.errors import error_message
 
 
 class Links:

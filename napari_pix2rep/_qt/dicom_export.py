@@ -1,5 +1,5 @@
 """The Segment tab's *Export DICOM SEG…*: the segmentation layer of an image that was read
-from a DICOM series, written as DICOM SEG files (:func:`~napari_pix2rep.dicom_seg.
+from a DICOM series, written as DICOM SEG files (:func:`~napari_pix2rep.io.dicom_seg.
 write_dicom_seg`, one per segmented cardiac phase) into a folder, in a worker thread (the
 series is read again, ~1 s for a 20-phase cine). Enabled only for images from DICOM; the
 result and what was normalised in the source headers come as notifications.
@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QFileDialog, QPushButton
 
-from ..datafiles import is_nifti_path
-from ..images import is_dicom_source
-from ..layer_meta import ROLE_KEY, source_path, volume_from_layer
-from ..session import SessionError
-from .common import notify_error, notify_info
+from napari_pix2rep._qt.common import notify_error, notify_info
+from napari_pix2rep.io.datafiles import is_nifti_path
+from napari_pix2rep.io.images import is_dicom_source
+from napari_pix2rep.io.layer_meta import ROLE_KEY, source_path, volume_from_layer
+from napari_pix2rep.segment.session import SessionError
 
 
 def dicom_series_of(image: Any) -> str | None:
@@ -75,7 +75,7 @@ class DicomSegExport:
         False when nothing was started (an error notification says why)."""
         from napari.qt.threading import create_worker
 
-        from ..dicom_seg import write_dicom_seg
+        from napari_pix2rep.io.dicom_seg import write_dicom_seg
 
         image, seg = self.panel.current_image(), self.panel.segmentation_layer()
         series = dicom_series_of(image)

@@ -23,17 +23,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .. import __version__
-from ..model_info import summary
-from ..recovery import default_folder
-from .autosave import Autosaver, RecoveryBar
-from .common import Links
-from .measure_panel import MeasurePanel
-from .model_box import ModelBox
-from .pretrain_panel import PretrainPanel
-from .runner import JobRunner, shutdown_all, warm_up
-from .segment_panel import SegmentPanel
-from .settings import Settings
+from napari_pix2rep import __version__
+from napari_pix2rep._qt.autosave import Autosaver, RecoveryBar
+from napari_pix2rep._qt.common import Links
+from napari_pix2rep._qt.measure_panel import MeasurePanel
+from napari_pix2rep._qt.model_box import ModelBox
+from napari_pix2rep._qt.pretrain_panel import PretrainPanel
+from napari_pix2rep._qt.runner import JobRunner, shutdown_all, warm_up
+from napari_pix2rep._qt.segment_panel import SegmentPanel
+from napari_pix2rep._qt.settings import Settings
+from napari_pix2rep.annotate.recovery import default_folder
+from napari_pix2rep.model.model_info import summary
 
 #: How long closing waits for a running job to reach its next step and save (seconds).
 CLOSE_TIMEOUT_S = 120.0

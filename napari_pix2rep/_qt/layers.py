@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import layer_meta
-from ..classes import class_colors
-from ..edits import changed_voxels
-from ..layer_meta import (
+from napari_pix2rep.annotate.edits import changed_voxels
+from napari_pix2rep.core.classes import class_colors
+from napari_pix2rep.io import layer_meta
+from napari_pix2rep.io.layer_meta import (
     ANNOTATION,
     SEGMENTATION,
     UNCERTAINTY,
@@ -203,7 +203,7 @@ def add_uncertainty_for(viewer: Any, image: Any, data: np.ndarray) -> Any:
 def export_labels(layer: Any, path: str) -> str:
     """Save a labels layer as NIfTI with its image's header (the plugin writer); returns
     the file written."""
-    from .._writer import write_labels
+    from napari_pix2rep._writer import write_labels
 
     meta = {"metadata": layer.metadata, "scale": layer.scale}
     (written,) = write_labels(path, np.asarray(layer.data), meta)

@@ -34,20 +34,26 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..layer_meta import source_path
-from ..measure_layers import (
+from napari_pix2rep._qt import layers as L
+from napari_pix2rep._qt.common import Links, compact_combo, notify_error, notify_info
+from napari_pix2rep._qt.settings import Settings
+from napari_pix2rep._qt.volume_plot import VolumePlot
+from napari_pix2rep.io.layer_meta import source_path
+from napari_pix2rep.measure.measure_layers import (
     LabelsInfo,
     choose_measure_layers,
     ed_candidates,
     es_candidates,
 )
-from ..measures_report import CURVE_COLUMNS, MeasuresTable, measures_table, write_csv
-from ..volume_curve import VolumeCurve, cine_curve, pair_curve, write_png, write_report
-from ..volume_curve import write_csv as write_curve_csv
-from . import layers as L
-from .common import Links, compact_combo, notify_error, notify_info
-from .settings import Settings
-from .volume_plot import VolumePlot
+from napari_pix2rep.measure.report import CURVE_COLUMNS, MeasuresTable, measures_table, write_csv
+from napari_pix2rep.measure.volume_curve import (
+    VolumeCurve,
+    cine_curve,
+    pair_curve,
+    write_png,
+    write_report,
+)
+from napari_pix2rep.measure.volume_curve import write_csv as write_curve_csv
 
 NO_ES = "— none —"
 

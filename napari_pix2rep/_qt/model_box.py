@@ -22,15 +22,20 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..checkpoint import ModelFileError
-from ..model_info import ModelInfo, read_model_info, summary, undertrained_warning
-from .path_edit import PathEdit
-from .settings import Settings
+from napari_pix2rep._qt.path_edit import PathEdit
+from napari_pix2rep._qt.settings import Settings
+from napari_pix2rep.model.checkpoint import ModelFileError
+from napari_pix2rep.model.model_info import (
+    ModelInfo,
+    read_model_info,
+    summary,
+    undertrained_warning,
+)
 
 
 def shipped_backbone() -> Path | None:
     """The shipped backbone (or ``$NAPARI_PIX2REP_MODEL``), None when there is none."""
-    from ..checkpoint import default_backbone_path
+    from napari_pix2rep.model.checkpoint import default_backbone_path
 
     try:
         return default_backbone_path()
@@ -39,7 +44,7 @@ def shipped_backbone() -> Path | None:
 
 
 def device_choices() -> list[str]:
-    from ..device import available_devices
+    from napari_pix2rep.model.device import available_devices
 
     return ["auto", *available_devices()]
 

@@ -32,15 +32,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..choices import DOCK_LOSSES, PRESET_NAMES
-from ..datafiles import LABEL_NAMES
-from ..progress import format_duration
-from . import layers as L
-from .common import Links, notify_error, notify_info
-from .loss_plot import LossPlot
-from .model_box import ModelBox
-from .runner import JobRunner
-from .settings import Settings
+from napari_pix2rep._qt import layers as L
+from napari_pix2rep._qt.common import Links, notify_error, notify_info
+from napari_pix2rep._qt.loss_plot import LossPlot
+from napari_pix2rep._qt.model_box import ModelBox
+from napari_pix2rep._qt.runner import JobRunner
+from napari_pix2rep._qt.settings import Settings
+from napari_pix2rep.core.choices import DOCK_LOSSES, PRESET_NAMES
+from napari_pix2rep.core.progress import format_duration
+from napari_pix2rep.io.datafiles import LABEL_NAMES
 
 
 def default_output() -> str:
@@ -257,7 +257,7 @@ class PretrainPanel(QWidget):
     # ------------------------------------------------------------------ control
     def start(self, config_overrides: dict | None = None) -> bool:
         """Start pretraining (``config_overrides``: extra PretrainConfig fields, for tests)."""
-        from ..jobs import pretrain_job
+        from napari_pix2rep.jobs import pretrain_job
 
         if self.runner.running:
             return False

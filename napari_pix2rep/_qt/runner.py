@@ -19,7 +19,7 @@ from typing import Any
 
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from ..errors import error_message
+from napari_pix2rep.io.errors import error_message
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ def _import_job_modules() -> None:
     try:
         import torch
 
-        from .. import jobs, predict, pretrain, training  # noqa: F401
+        from napari_pix2rep import jobs  # noqa: F401
+        from napari_pix2rep.pretrain import run  # noqa: F401
+        from napari_pix2rep.segment import predict, training  # noqa: F401
 
         # the first optimiser imports torch._dynamo: a long, GIL-heavy import
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])

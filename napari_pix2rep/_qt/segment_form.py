@@ -33,11 +33,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..classes import DEFAULT_CLASSES, class_colors, format_classes, parse_classes
-from ..progress import format_duration
-from ..segment_settings import SegmentSettings
-from .common import compact_combo, notify_error
-from .settings import Settings
+from napari_pix2rep._qt.common import compact_combo, notify_error
+from napari_pix2rep._qt.settings import Settings
+from napari_pix2rep.core.classes import (
+    DEFAULT_CLASSES,
+    class_colors,
+    format_classes,
+    parse_classes,
+)
+from napari_pix2rep.core.progress import format_duration
+from napari_pix2rep.segment.settings import SegmentSettings
 
 STAGE_NAMES = {
     "carry": "Propagating",

@@ -1,4 +1,4 @@
-"""Segment tab: a thin view of :class:`~napari_pix2rep.session.SegmentationSession`.
+"""Segment tab: a thin view of :class:`~napari_pix2rep.segment.session.SegmentationSession`.
 
 The session holds the loop (training pairs, the Segment recipe's inputs, the last
 prediction per layer, corrections, the suggested slice); :class:`SegmentForm` holds the
@@ -17,18 +17,24 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
-from ..edits import format_positions
-from ..layer_meta import source_path
-from ..progress import format_duration
-from ..segment_settings import SegmentSettings
-from ..session import PREDICT, TRAIN, SegmentationSession, SessionError, describe_annotation
-from . import layers as L
-from .common import Links, notify_error, notify_info, refill_combo
-from .dicom_export import DicomSegExport
-from .model_box import ModelBox
-from .runner import JobRunner
-from .segment_form import SegmentForm, summary_html
-from .settings import Settings
+from napari_pix2rep._qt import layers as L
+from napari_pix2rep._qt.common import Links, notify_error, notify_info, refill_combo
+from napari_pix2rep._qt.dicom_export import DicomSegExport
+from napari_pix2rep._qt.model_box import ModelBox
+from napari_pix2rep._qt.runner import JobRunner
+from napari_pix2rep._qt.segment_form import SegmentForm, summary_html
+from napari_pix2rep._qt.settings import Settings
+from napari_pix2rep.annotate.edits import format_positions
+from napari_pix2rep.core.progress import format_duration
+from napari_pix2rep.io.layer_meta import source_path
+from napari_pix2rep.segment.session import (
+    PREDICT,
+    TRAIN,
+    SegmentationSession,
+    SessionError,
+    describe_annotation,
+)
+from napari_pix2rep.segment.settings import SegmentSettings
 
 
 class SegmentPanel(SegmentForm):
@@ -219,7 +225,7 @@ class SegmentPanel(SegmentForm):
     def _start(
         self, kind: str, image: Any, model: Any, pairs: list, settings: SegmentSettings
     ) -> None:
-        from ..jobs import segment_job
+        from napari_pix2rep.jobs import segment_job
 
         args, kwargs = self.session.segment_inputs(
             model, image, pairs, settings=settings, device=self.model_box.device

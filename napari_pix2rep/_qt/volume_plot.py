@@ -1,6 +1,6 @@
 """The Measures tab's volume curve: matplotlib's Qt canvas drawing a ``VolumeCurve``.
 
-The drawing is the library's (:func:`napari_pix2rep.volume_curve.draw_curve`, the same
+The drawing is the library's (:func:`napari_pix2rep.measure.volume_curve.draw_curve`, the same
 as the exported PNG) in the colours of napari's theme. matplotlib is imported when the
 first curve is shown, not when the dock opens (its import takes a second or two).
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-from ..volume_curve import VolumeCurve, draw_curve
+from napari_pix2rep.measure.volume_curve import VolumeCurve, draw_curve
 
 
 class VolumePlot(QWidget):

@@ -15,13 +15,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .common import EXIT_ERROR, EXIT_INTERRUPTED, CliError
-from .convert import add_convert, add_gui
-from .dicom_seg import add_dicom_seg
-from .measure import add_evaluate, add_measure
-from .pretrain import add_pretrain
-from .segment import add_segment
-from .segmentation import add_predict, add_train
+from napari_pix2rep.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, CliError
+from napari_pix2rep.cli.convert import add_convert, add_gui
+from napari_pix2rep.cli.dicom_seg import add_dicom_seg
+from napari_pix2rep.cli.measure import add_evaluate, add_measure
+from napari_pix2rep.cli.pretrain import add_pretrain
+from napari_pix2rep.cli.segment import add_segment
+from napari_pix2rep.cli.segmentation import add_predict, add_train
 
 __all__ = ["build_parser", "main"]
 
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pix2rep {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except (RuntimeError, MemoryError) as e:  # out of memory, or torch refusing an input
-        from ..errors import error_message, out_of_memory
+        from napari_pix2rep.io.errors import error_message, out_of_memory
 
         oom = out_of_memory(e)
         text = (

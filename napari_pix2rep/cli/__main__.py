@@ -2,6 +2,6 @@
 
 import sys
 
-from . import main
+from napari_pix2rep.cli import main
 
 sys.exit(main())

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Generator
 from typing import TypeVar
 
-from ..progress import Progress, run_to_end
+from napari_pix2rep.core.progress import Progress, run_to_end
 
 T = TypeVar("T")
 
@@ -114,11 +114,11 @@ def _noting(report: Callable[[Progress], None] | None, note: str) -> Callable[[P
 
 
 def cores_to_leave(device: str) -> tuple[int | None, str | None]:
-    """``keep_free`` for a CLI job on ``device`` (:func:`~napari_pix2rep.threads.busy_cores`)
+    """``keep_free`` for a CLI job on ``device`` (:func:`~napari_pix2rep.model.threads.busy_cores`)
     and, when other processes keep cores busy, the note saying how many threads it gets
     (for :meth:`StopOnSignal.run`)."""
-    from ..device import resolve_device
-    from ..threads import busy_cores, cpu_count
+    from napari_pix2rep.model.device import resolve_device
+    from napari_pix2rep.model.threads import busy_cores, cpu_count
 
     try:
         load = os.getloadavg()[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import CliError, sigterm_interrupts
+from napari_pix2rep.cli.common import CliError, sigterm_interrupts
 
 
 def add_convert(sub) -> None:
@@ -46,11 +46,11 @@ def summary(vol) -> str:
 
 @sigterm_interrupts
 def cmd_convert(args: argparse.Namespace) -> int:
-    from ..datafiles import is_nifti_path
-    from ..dicom import read_dicom
-    from ..errors import out_of_memory
-    from ..nifti_write import write_nifti
-    from ..outputs import check_output_file, check_outputs
+    from napari_pix2rep.io.datafiles import is_nifti_path
+    from napari_pix2rep.io.dicom import read_dicom
+    from napari_pix2rep.io.errors import out_of_memory
+    from napari_pix2rep.io.nifti_write import write_nifti
+    from napari_pix2rep.io.outputs import check_output_file, check_outputs
 
     check_output_file(args.out, example="cine.nii.gz")
     if not is_nifti_path(args.out):
@@ -75,7 +75,7 @@ def add_gui(sub) -> None:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
-    from .._qt.launcher import launch
+    from napari_pix2rep._qt.launcher import launch
 
     launch(args.images)
     return 0

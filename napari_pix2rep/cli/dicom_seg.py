@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import sigterm_interrupts
+from napari_pix2rep.cli.common import sigterm_interrupts
 
 
 def add_dicom_seg(sub) -> None:
@@ -58,9 +58,9 @@ def add_dicom_seg(sub) -> None:
 
 @sigterm_interrupts
 def cmd_dicom_seg(args: argparse.Namespace) -> int:
-    from ..classes import DEFAULT_CLASSES, parse_classes
-    from ..dicom_seg import write_dicom_seg
-    from ..nifti import read_nifti
+    from napari_pix2rep.core.classes import DEFAULT_CLASSES, parse_classes
+    from napari_pix2rep.io.dicom_seg import write_dicom_seg
+    from napari_pix2rep.io.nifti import read_nifti
 
     classes = parse_classes(args.classes) if args.classes else DEFAULT_CLASSES
     mask = read_nifti(args.seg, kind="labels")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import CliError, add_json, sigterm_interrupts
+from napari_pix2rep.cli.common import CliError, add_json, sigterm_interrupts
 
 #: Said when the ES segmentation has the larger LV (the dock's note on the same choice).
 ES_LARGER = "the ES segmentation has a larger LV than the ED one: check the order (ED first)."
@@ -29,9 +29,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ..classes import parse_classes
-    from ..metrics import dice_per_class
-    from ..nifti import read_nifti
+    from napari_pix2rep.core.classes import parse_classes
+    from napari_pix2rep.io.nifti import read_nifti
+    from napari_pix2rep.measure.metrics import dice_per_class
 
     if len(args.pred) != len(args.gt):
         raise CliError("Give one --gt for every --pred.")
@@ -84,9 +84,9 @@ def add_measure(sub) -> None:
 def measure_classes(args: argparse.Namespace, vols) -> tuple[tuple[str, ...], str]:
     """The class list to measure with and where it came from: ``--classes``, else the one
     the segmentations' headers store (they must agree), else the ACDC convention."""
-    from ..classes import DEFAULT_CLASSES, parse_classes
-    from ..metrics import structure_labels
-    from ..nifti import label_classes
+    from napari_pix2rep.core.classes import DEFAULT_CLASSES, parse_classes
+    from napari_pix2rep.io.nifti import label_classes
+    from napari_pix2rep.measure.metrics import structure_labels
 
     if args.classes is not None:
         classes = parse_classes(["background", *args.classes.split(",")])
@@ -145,8 +145,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ..images import read_image
-    from ..metrics import (
+    from napari_pix2rep.io.images import read_image
+    from napari_pix2rep.measure.metrics import (
         cardiac_measures,
         cine_measures,
         measure_warnings,

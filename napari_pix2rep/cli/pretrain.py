@@ -6,10 +6,7 @@ import argparse
 import os
 import sys
 
-from ..choices import LOSSES, PRESET_NAMES
-from ..datafiles import LABEL_NAMES
-from ..progress import Progress, format_duration
-from .common import (
+from napari_pix2rep.cli.common import (
     EXIT_INTERRUPTED,
     CliError,
     StopOnSignal,
@@ -18,6 +15,9 @@ from .common import (
     cores_to_leave,
     sigterm_interrupts,
 )
+from napari_pix2rep.core.choices import LOSSES, PRESET_NAMES
+from napari_pix2rep.core.progress import Progress, format_duration
+from napari_pix2rep.io.datafiles import LABEL_NAMES
 
 
 def add_pretrain(sub) -> None:
@@ -90,8 +90,13 @@ def add_pretrain(sub) -> None:
 def pretrain_config(args: argparse.Namespace):
     """The run's :class:`PretrainConfig`: the flags given over the defaults, or, with
     ``--resume``, the checkpoint's run with only its cadence and ``--steps`` changed."""
-    from ..checkpoint import ModelFileError, load_model_file
-    from ..pretrain_config import RESUMABLE, TRAJECTORY, PretrainConfig, resume_conflicts
+    from napari_pix2rep.model.checkpoint import ModelFileError, load_model_file
+    from napari_pix2rep.pretrain.config import (
+        RESUMABLE,
+        TRAJECTORY,
+        PretrainConfig,
+        resume_conflicts,
+    )
 
     given = {name: getattr(args, name) for name in TRAJECTORY + RESUMABLE}
     if not args.resume:
@@ -125,10 +130,10 @@ def pretrain_config(args: argparse.Namespace):
 
 @sigterm_interrupts
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from ..datafiles import is_nifti_path
-    from ..dicom_files import is_dicom_file
-    from ..jobs import pretrain_job
-    from ..outputs import check_output_file, check_outputs
+    from napari_pix2rep.io.datafiles import is_nifti_path
+    from napari_pix2rep.io.dicom_files import is_dicom_file
+    from napari_pix2rep.io.outputs import check_output_file, check_outputs
+    from napari_pix2rep.jobs import pretrain_job
 
     if args.init and args.resume:
         raise CliError("Give either --init or --resume, not both.")

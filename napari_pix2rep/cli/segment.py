@@ -1,4 +1,4 @@
-"""``pix2rep segment``: the dock's Segment recipe (:mod:`napari_pix2rep.recipe`) on files.
+"""``pix2rep segment``: the dock's Segment recipe (:mod:`napari_pix2rep.segment.recipe`) on files.
 
 Each ``--labels`` belongs to the ``--image`` before it; images without labels are
 segmented too (e.g. ES from the painted slices of ED, carried by registration, as the dock
@@ -13,8 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from ..progress import Progress, format_duration
-from .common import (
+from napari_pix2rep.cli.common import (
     CliError,
     StopOnSignal,
     add_device,
@@ -22,7 +21,8 @@ from .common import (
     cores_to_leave,
     sigterm_interrupts,
 )
-from .segmentation import Stopped, background_slices, load_pair, predict_targets
+from napari_pix2rep.cli.segmentation import Stopped, background_slices, load_pair, predict_targets
+from napari_pix2rep.core.progress import Progress, format_duration
 
 
 class _Image(argparse.Action):
@@ -92,7 +92,7 @@ def add_segment(sub) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from ..segment_settings import SegmentSettings
+    from napari_pix2rep.segment.settings import SegmentSettings
 
     training = {"mode": args.mode, "seed": args.seed}
     if args.steps:
@@ -103,9 +103,9 @@ def _settings(args: argparse.Namespace):
 def _model(path: str | None, painted: bool):
     """The model file chosen (or the shipped default) and the loaded model; a backbone
     with nothing painted is refused with one sentence before any image is read."""
-    from ..checkpoint import default_backbone_path, default_segmenter_path
-    from ..jobs import load_model
-    from ..recipe import NO_PAINT
+    from napari_pix2rep.jobs import load_model
+    from napari_pix2rep.model.checkpoint import default_backbone_path, default_segmenter_path
+    from napari_pix2rep.segment.recipe import NO_PAINT
 
     path = str(path or default_segmenter_path() or default_backbone_path())
     model = load_model(path)
@@ -115,9 +115,9 @@ def _model(path: str | None, painted: bool):
 
 
 def _read(inputs: Sequence[list]):
-    """Per input its :class:`~napari_pix2rep.recipe.Scan`, Annotation (or None) and Volume."""
-    from ..images import image_stem, read_image
-    from ..recipe import Annotation, Scan
+    """Per input: its :class:`~napari_pix2rep.segment.recipe.Scan`, Annotation or None, Volume."""
+    from napari_pix2rep.io.images import image_stem, read_image
+    from napari_pix2rep.segment.recipe import Annotation, Scan
 
     scans, annotations, volumes = [], [], []
     for image, labels in inputs:
@@ -149,10 +149,10 @@ def _reporter():
 
 @sigterm_interrupts
 def cmd_segment(args: argparse.Namespace) -> int:
-    from ..annotations import sidecar_path
-    from ..jobs import recipe_job
-    from ..nifti_write import write_nifti
-    from ..outputs import check_output_dir, check_outputs
+    from napari_pix2rep.annotate.annotations import sidecar_path
+    from napari_pix2rep.io.nifti_write import write_nifti
+    from napari_pix2rep.io.outputs import check_output_dir, check_outputs
+    from napari_pix2rep.jobs import recipe_job
 
     images = [image for image, _ in args.inputs]
     labels = [lab for _, lab in args.inputs if lab is not None]

@@ -9,9 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ..classes import DEFAULT_CLASSES
-from ..progress import Progress, format_duration
-from .common import (
+from napari_pix2rep.cli.common import (
     CliError,
     StopOnSignal,
     add_device,
@@ -19,6 +17,8 @@ from .common import (
     cores_to_leave,
     sigterm_interrupts,
 )
+from napari_pix2rep.core.classes import DEFAULT_CLASSES
+from napari_pix2rep.core.progress import Progress, format_duration
 
 
 class Stopped(KeyboardInterrupt):
@@ -77,7 +77,7 @@ def load_pair(image_path: str, labels_path: str):
     """The image and its labels, checked to be on one grid."""
     import numpy as np
 
-    from ..images import read_image
+    from napari_pix2rep.io.images import read_image
 
     image = read_image(image_path, kind="image")
     labels = read_image(labels_path, kind="labels")
@@ -98,7 +98,7 @@ def load_pair(image_path: str, labels_path: str):
 
 def background_slices(labels_path: str, labels) -> set[int]:
     """The background-only slices of ``labels_path``'s sidecar, said when there are any."""
-    from ..annotations import read_background_slices, sidecar_path
+    from napari_pix2rep.annotate.annotations import read_background_slices, sidecar_path
 
     flat = read_background_slices(labels_path, tuple(labels.data.shape))
     if flat:
@@ -108,11 +108,11 @@ def background_slices(labels_path: str, labels) -> set[int]:
 
 @sigterm_interrupts
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..annotations import sidecar_path
-    from ..checkpoint import default_backbone_path
-    from ..classes import parse_classes
-    from ..jobs import train_job
-    from ..outputs import check_output_file, check_outputs
+    from napari_pix2rep.annotate.annotations import sidecar_path
+    from napari_pix2rep.core.classes import parse_classes
+    from napari_pix2rep.io.outputs import check_output_file, check_outputs
+    from napari_pix2rep.jobs import train_job
+    from napari_pix2rep.model.checkpoint import default_backbone_path
 
     if len(args.image) != len(args.labels):
         raise CliError("Give one --labels for every --image.")
@@ -207,7 +207,7 @@ def add_predict(sub) -> None:
 def _series_key(image: str) -> str | tuple[str, str]:
     """What makes two inputs one image: the resolved path, or for a DICOM file (which
     stands for its series in its folder) the folder and SeriesInstanceUID."""
-    from ..dicom_files import file_series_uid, is_dicom_file
+    from napari_pix2rep.io.dicom_files import file_series_uid, is_dicom_file
 
     real = os.path.realpath(image)
     if os.path.isfile(real) and is_dicom_file(real):
@@ -222,7 +222,7 @@ def predict_targets(images: Sequence[str], out_dir, uncertainty: bool) -> dict[s
     case). Outputs against inputs and existing files: :func:`outputs.check_outputs`."""
     from pathlib import Path
 
-    from ..images import image_stem
+    from napari_pix2rep.io.images import image_stem
 
     inputs = {}
     for image in images:
@@ -259,10 +259,10 @@ def _some(names: Sequence[str], shown: int = 3) -> str:
 
 def same_stack(images: Sequence[str]) -> list[list[str]]:
     """``images`` grouped into stacks, in the order given: images with the same shape,
-    spacing and affine (:func:`napari_pix2rep.loop.on_same_grid`) are phases of one
+    spacing and affine (:func:`napari_pix2rep.annotate.loop.on_same_grid`) are phases of one
     stack, e.g. a patient's ED and ES. NIfTI geometry comes from the headers alone."""
-    from ..images import image_grid
-    from ..loop import on_same_grid
+    from napari_pix2rep.annotate.loop import on_same_grid
+    from napari_pix2rep.io.images import image_grid
 
     stacks: list[tuple[tuple, list[str]]] = []
     for path in images:
@@ -292,12 +292,12 @@ def _where(region, others: Sequence) -> str:
 
 @sigterm_interrupts
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..images import read_image
-    from ..jobs import predict_job
-    from ..metrics import segmentation_warnings
-    from ..nifti_write import write_nifti
-    from ..outputs import check_output_dir, check_outputs
-    from ..segmenter import Segmenter
+    from napari_pix2rep.io.images import read_image
+    from napari_pix2rep.io.nifti_write import write_nifti
+    from napari_pix2rep.io.outputs import check_output_dir, check_outputs
+    from napari_pix2rep.jobs import predict_job
+    from napari_pix2rep.measure.metrics import segmentation_warnings
+    from napari_pix2rep.model.segmenter import Segmenter
 
     created = not os.path.lexists(os.path.expanduser(args.out_dir))
     out_dir = check_output_dir(args.out_dir)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .segmentation import IGNORE
+from napari_pix2rep.losses.segmentation import IGNORE
 
 
 def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ..classes import IGNORE
+from napari_pix2rep.core.classes import IGNORE
 
 
 def class_counts(target: torch.Tensor, n_classes: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ PLUGIN = "napari-pix2rep"
 def _pix2rep_settings(tmp_path, monkeypatch):
     """Never read or write the user's dock settings (or recovery folder) in tests."""
     from napari_pix2rep._qt.settings import SETTINGS_ENV
-    from napari_pix2rep.recovery import RECOVERY_ENV
+    from napari_pix2rep.annotate.recovery import RECOVERY_ENV
 
     monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "pix2rep-settings.ini"))
     monkeypatch.setenv(RECOVERY_ENV, str(tmp_path / "recovery"))

@@ -15,11 +15,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_pix2rep import recovery as R
 from napari_pix2rep._qt import layers as L
 from napari_pix2rep._qt.autosave import Autosaver
 from napari_pix2rep._qt.common import Links
-from napari_pix2rep.loop import BACKGROUND_KEY
+from napari_pix2rep.annotate import recovery as R
+from napari_pix2rep.annotate.loop import BACKGROUND_KEY
 
 CLASSES = ["background", "RV", "MYO", "LV"]
 
@@ -37,7 +37,7 @@ PAINTER = textwrap.dedent(
     from napari_pix2rep._qt import layers as L
     from napari_pix2rep._qt.autosave import Autosaver
     from napari_pix2rep._qt.common import Links
-    from napari_pix2rep.loop import BACKGROUND_KEY
+    from napari_pix2rep.annotate.loop import BACKGROUND_KEY
 
     image_path, truth, folder = sys.argv[1], sys.argv[2], sys.argv[3]
     viewer = napari.Viewer()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from dicom_series import rotation, write_series
 
-from napari_pix2rep.dicom import read_dicom
-from napari_pix2rep.phantom import make_phantom
+from napari_pix2rep.evaluation.phantom import make_phantom
+from napari_pix2rep.io.dicom import read_dicom
 
 pytest.importorskip("qtpy")
 

@@ -9,7 +9,7 @@ import pytest
 from dicom_series import rotation, unique_values, write_series
 from pydicom.uid import generate_uid
 
-from napari_pix2rep.nifti_write import write_nifti
+from napari_pix2rep.io.nifti_write import write_nifti
 
 pytest.importorskip("qtpy")
 

@@ -91,7 +91,7 @@ def test_measures_of_the_4d_phantom(dock, tmp_path, notes):
 
 
 def test_measures_of_ed_and_es_3d_layers(dock):
-    from napari_pix2rep.phantom import make_phantom
+    from napari_pix2rep.evaluation.phantom import make_phantom
 
     viewer, widget = dock
     cine = make_phantom(n_slices=6, size=(80, 80), n_frames=6, seed=2)
@@ -112,8 +112,8 @@ def test_launcher_opens_images_and_docks(make_napari_viewer, monkeypatch, tmp_pa
     import napari
 
     from napari_pix2rep._qt import launcher
-    from napari_pix2rep.nifti_write import write_nifti
-    from napari_pix2rep.phantom import make_phantom
+    from napari_pix2rep.evaluation.phantom import make_phantom
+    from napari_pix2rep.io.nifti_write import write_nifti
 
     made = []
 
@@ -139,7 +139,7 @@ def test_launcher_opens_images_and_docks(make_napari_viewer, monkeypatch, tmp_pa
 
 
 def test_fine_tuning_progress_shows_the_time_left(dock):
-    from napari_pix2rep.progress import Progress
+    from napari_pix2rep.core.progress import Progress
 
     panel = dock[1].segment_panel
     panel.show_progress(

@@ -38,8 +38,8 @@ def test_ed_and_es_layers_are_told_apart(dock, tmp_path):
     """Two phases of one patient open: annotation and segmentation names differ, phase
     first (napari's layer list cuts long names at the end)."""
     from napari_pix2rep._qt import layers as L
-    from napari_pix2rep.nifti_write import write_nifti
-    from napari_pix2rep.phantom import make_phantom
+    from napari_pix2rep.evaluation.phantom import make_phantom
+    from napari_pix2rep.io.nifti_write import write_nifti
 
     viewer, widget = dock
     case = tmp_path / "patient131"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_pix2rep.phantom import make_phantom
+from napari_pix2rep.evaluation.phantom import make_phantom
 
 pytest.importorskip("qtpy")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from napari_pix2rep.checkpoint import BACKBONE, atomic_torch_save
-from napari_pix2rep.nets.unet import UNet, preset
-from napari_pix2rep.phantom import make_phantom
-from napari_pix2rep.preprocess import PreprocessConfig
+from napari_pix2rep.evaluation.phantom import make_phantom
+from napari_pix2rep.model.checkpoint import BACKBONE, atomic_torch_save
+from napari_pix2rep.model.nets.unet import UNet, preset
+from napari_pix2rep.model.preprocess import PreprocessConfig
 
 pytest.importorskip("qtpy")
 

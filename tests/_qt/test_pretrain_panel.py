@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from napari_pix2rep.phantom import make_phantom
+from napari_pix2rep.evaluation.phantom import make_phantom
 
 pytest.importorskip("qtpy")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from napari_pix2rep.checkpoint import BACKBONE, atomic_torch_save
-from napari_pix2rep.phantom import make_phantom
+from napari_pix2rep.evaluation.phantom import make_phantom
+from napari_pix2rep.model.checkpoint import BACKBONE, atomic_torch_save
 
 pytest.importorskip("qtpy")
 
@@ -21,8 +21,8 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "ui_responsiveness.
 
 
 def _untrained_backbone(path):
-    from napari_pix2rep.nets.unet import UNet, preset
-    from napari_pix2rep.preprocess import PreprocessConfig
+    from napari_pix2rep.model.nets.unet import UNet, preset
+    from napari_pix2rep.model.preprocess import PreprocessConfig
 
     net = UNet(preset("tiny"))
     obj = {

@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_pix2rep.nifti_write import write_nifti
-from napari_pix2rep.phantom import make_phantom
+from napari_pix2rep.evaluation.phantom import make_phantom
+from napari_pix2rep.io.nifti_write import write_nifti
 
 pytest.importorskip("qtpy")
 

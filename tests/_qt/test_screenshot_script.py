@@ -25,8 +25,8 @@ def screenshot_module():
 @pytest.fixture
 def cine_case(tmp_path):
     """An ACDC-style case folder with a 4D cine, ED = frame 2 (index 1), ES = frame 3."""
-    from napari_pix2rep.nifti_write import write_nifti
-    from napari_pix2rep.phantom import make_phantom
+    from napari_pix2rep.evaluation.phantom import make_phantom
+    from napari_pix2rep.io.nifti_write import write_nifti
 
     case = tmp_path / "case007"
     case.mkdir()

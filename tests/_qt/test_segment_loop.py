@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_pix2rep.metrics import dice_per_class
-from napari_pix2rep.nifti_write import write_nifti
-from napari_pix2rep.phantom import make_phantom
+from napari_pix2rep.evaluation.phantom import make_phantom
+from napari_pix2rep.io.nifti_write import write_nifti
+from napari_pix2rep.measure.metrics import dice_per_class
 
 pytest.importorskip("qtpy")
 

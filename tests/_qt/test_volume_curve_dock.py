@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from qtpy.QtGui import QColor, QImage
 
-from napari_pix2rep.classes import BASE_COLORS, LV, RV
+from napari_pix2rep.core.classes import BASE_COLORS, LV, RV
 
 PLUGIN = "napari-pix2rep"
 
@@ -97,7 +97,7 @@ def test_cine_curve_shows_in_the_dock_and_exports(shown_dock, qtbot, tmp_path, n
 
 
 def test_ed_es_pair_is_two_points_and_one_volume_has_no_curve(dock, notes):
-    from napari_pix2rep.phantom import make_phantom
+    from napari_pix2rep.evaluation.phantom import make_phantom
 
     viewer, widget = dock
     cine = make_phantom(n_slices=6, size=(80, 80), n_frames=6, seed=2)

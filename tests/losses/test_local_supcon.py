@@ -1,6 +1,6 @@
 import torch
 
-from napari_pix2rep.classes import IGNORE
+from napari_pix2rep.core.classes import IGNORE
 from napari_pix2rep.losses.local_supcon import local_supcon_loss
 
 

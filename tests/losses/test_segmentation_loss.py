@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from napari_pix2rep.classes import IGNORE
+from napari_pix2rep.core.classes import IGNORE
 from napari_pix2rep.losses.segmentation import balanced_class_weights, dice_ce_loss
 
 

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_pix2rep.model.nets.unet import UNet, preset
+from napari_pix2rep.model.preprocess import PreprocessConfig
+from napari_pix2rep.model.segmenter import Segmenter
+from napari_pix2rep.segment.predict import largest_component, predict_volume
+
+
+@pytest.fixture(scope="module")
+def random_segmenter():
+    torch.manual_seed(0)
+    return Segmenter(UNet(preset("tiny")), preprocess=PreprocessConfig(target_spacing=1.5))
+
+
+@pytest.mark.parametrize(
+    "shape, spacing", [((3, 50, 70), (8.0, 1.2, 1.9)), ((2, 3, 40, 44), (0.1, 8.0, 1.5, 1.5))]
+)
+def test_prediction_is_on_the_native_grid(random_segmenter, shape, spacing):
+    img = np.random.default_rng(0).random(shape).astype(np.float32)
+    pred = predict_volume(
+        random_segmenter, img, spacing, device="cpu", batch_size=2, cleanup=False
+    )
+    assert pred.labels.shape == shape and pred.labels.dtype == np.uint8
+    assert pred.probabilities.shape == (4, *shape)
+    np.testing.assert_allclose(pred.probabilities.astype(np.float32).sum(0), 1, atol=1e-2)
+    np.testing.assert_array_equal(pred.labels, pred.probabilities.argmax(0))
+    assert pred.uncertainty().shape == shape
+
+
+def test_prediction_ignores_other_slices(random_segmenter):
+    # slices are independent: changing slice 0 leaves slice 1's prediction alone,
+    # up to the shared per-volume intensity normalisation
+    img = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    a = predict_volume(random_segmenter, img, (5, 1.5, 1.5), device="cpu")
+    img2 = img.copy()
+    img2[0] = img2[0][::-1]
+    b = predict_volume(random_segmenter, img2, (5, 1.5, 1.5), device="cpu")
+    np.testing.assert_allclose(
+        a.probabilities[:, 1].astype(np.float32),
+        b.probabilities[:, 1].astype(np.float32),
+        atol=2e-2,
+    )
+
+
+def test_largest_component_per_class_and_frame():
+    lab = np.zeros((2, 3, 10, 10), np.uint8)
+    lab[:, 1, 1:5, 1:5] = 3
+    lab[:, 1, 1:5, 5] = 2  # myocardium touching the blood pool: part of the heart
+    lab[:, 1, 8, 8] = 3  # a stray voxel
+    lab[0, 2, 0, 9] = 1  # a blob of another class far from the heart
+    out = largest_component(lab, 4)
+    assert out[:, 1, 8, 8].tolist() == [0, 0]
+    assert (out[:, 1, 1:5, 1:5] == 3).all() and (out[:, 1, 1:5, 5] == 2).all()
+    assert out[0, 2, 0, 9] == 0
+    assert (out[1] == out[0]).all()
+
+
+def test_clean_up_keeps_the_component_in_the_heart_region_even_when_smaller():
+    from napari_pix2rep.segment.localise import HeartRegion
+
+    lab = np.zeros((3, 40, 40), np.uint8)
+    lab[:, 5:10, 5:10] = 3  # the heart: small, inside the region
+    lab[:, 20:35, 20:35] = 1  # clutter: larger, outside
+    region = HeartRegion(0, 15, 0, 15, (7.0, 7.0), "test")
+    assert (largest_component(lab, 4) == 1).any()  # without a region, size wins
+    kept = largest_component(lab, 4, region)
+    assert (kept[:, 5:10, 5:10] == 3).all() and not (kept == 1).any()
+
+
+def test_prediction_on_a_region_is_background_outside_and_matches_inside(random_segmenter):
+    from napari_pix2rep.segment.localise import HeartRegion
+
+    img = np.random.default_rng(1).random((3, 64, 64)).astype(np.float32)
+    region = HeartRegion(8, 56, 4, 60, (32.0, 32.0), "test")
+    pred = predict_volume(
+        random_segmenter, img, (8.0, 1.5, 1.5), device="cpu", cleanup=False, region=region
+    )
+    outside = ~region.mask(img.shape)
+    assert (pred.labels[outside] == 0).all()
+    np.testing.assert_array_equal(pred.probabilities[0][outside], 1.0)
+    np.testing.assert_allclose(pred.probabilities.astype(np.float32).sum(0), 1, atol=1e-2)
+    np.testing.assert_array_equal(pred.labels, pred.probabilities.argmax(0))
