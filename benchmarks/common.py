@@ -22,6 +22,7 @@ import torch
 from napari_pix2rep.core.progress import run_to_end
 from napari_pix2rep.evaluation.protocols import CLASS_NAMES, LoadedCase
 from napari_pix2rep.io.acdc import GROUPS, Case, list_cases, split_validation
+from napari_pix2rep.io.outputs import atomic_write
 from napari_pix2rep.model.checkpoint import default_backbone_path
 from napari_pix2rep.model.nets.unet import UNet
 from napari_pix2rep.model.preprocess import PreprocessConfig
@@ -93,10 +94,9 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
 def registration(text: str) -> Registration:
     """``GRID,STEPS,BENDING`` (control grid in pixels, Adam steps per level, bending)."""
     try:
-        grid, steps, bending = text.split(",")
-        return Registration(int(grid), int(steps), float(bending))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected GRID,STEPS,BENDING, got {text!r}") from None
+        return Registration.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def pipeline_settings(args: argparse.Namespace, training: TrainConfig) -> SegmentSettings:
@@ -252,9 +252,7 @@ def write_results(out: str, name: str, payload: dict, markdown: str) -> None:
         (".json", json.dumps(payload, indent=1, default=float)),
         (".md", markdown),
     ):
-        tmp = folder / f".{name}{suffix}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, folder / f"{name}{suffix}")
+        atomic_write(folder / f"{name}{suffix}", lambda fh, t=text: fh.write(t.encode()))
     print(markdown)
 
 

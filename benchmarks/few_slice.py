@@ -66,8 +66,7 @@ def main() -> None:
     for name, net, recipe in todo:
         settings = pipeline_settings(args, recipe)
         rows = few_slice(
-            net,
-            pre,
+            (net, pre),
             val,
             settings,
             args.device,

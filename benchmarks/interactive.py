@@ -45,8 +45,7 @@ def main() -> None:
     val_cases = spread_subset(val_cases, args.patients)
     settings = pipeline_settings(args, train_configs(args.quick)["linear"])
     rows = annotation_loop(
-        backbone,
-        pre,
+        (backbone, pre),
         load_cases(val_cases),
         settings,
         rounds=args.rounds,
@@ -70,7 +69,8 @@ def main() -> None:
     md = (
         f"annotation loop on {len(val_cases)} validation patients, backbone `{model_name}`, "
         f"{describe_pipeline(settings)}: "
-        "DICE on unpainted slices; seconds to train and predict both phases.\n\n"
+        "DICE on the slices nobody painted by the last round (the same slices every round); "
+        "seconds to train and predict both phases.\n\n"
         + table(["painted slices", "ED", "ES", "mean", "worst patient", "s / round"], lines)
         + "\n\npatients whose mean DICE dropped after a correction, per round: "
         + ", ".join(str(w) for w in worse)

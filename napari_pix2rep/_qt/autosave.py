@@ -132,7 +132,7 @@ class Autosaver(QObject):
         classes = tuple((layer.metadata.get(ROLE_KEY) or {}).get("classes") or ())
         args = (self.folder, self._source(layer), w.key, data)
         kwargs = {
-            "image_name": L.linked_image(layer) or "",
+            "image_name": L.linked_image(self.viewer, layer) or "",
             "layer_name": layer.name,
             "classes": classes,
             "background": background,

@@ -169,10 +169,6 @@ class Pix2RepDock(QWidget):
         rows.append(("Software", f"napari-pix2rep {__version__}"))
         return rows
 
-    @property
-    def busy(self) -> bool:
-        return any(r.running for r in self.runners)
-
     def shutdown(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
         """Save unsaved annotations, stop running jobs and wait for them (also done
         automatically on close)."""

@@ -35,8 +35,11 @@ def role(layer: Any) -> str | None:
     return layer_meta.role(layer.metadata)
 
 
-def linked_image(layer: Any) -> str | None:
-    return layer_meta.linked_image(layer.metadata)
+def linked_image(viewer: Any, layer: Any) -> str | None:
+    """The current name of the image the dock made ``layer`` for (found by its id, so a
+    renamed image is still found), else the name stored with the layer, else None."""
+    image = layer_meta.image_of(viewer.layers, layer.metadata)
+    return image.name if image is not None else layer_meta.linked_image(layer.metadata)
 
 
 def is_image(layer: Any) -> bool:
@@ -75,7 +78,12 @@ def find_layer(viewer: Any, name: str | None) -> Any | None:
 def annotation_candidates(viewer: Any, image: Any) -> list[Any]:
     """Labels layers on the image's grid that can hold annotations (its own first)."""
     cands = [ly for ly in labels_layers(viewer, image.data.shape) if role(ly) != SEGMENTATION]
-    mine = [ly for ly in cands if role(ly) == ANNOTATION and linked_image(ly) == image.name]
+    layers = list(viewer.layers)
+    mine = [
+        ly
+        for ly in cands
+        if role(ly) == ANNOTATION and layer_meta.belongs_to(ly.metadata, image, layers)
+    ]
     ids = {id(unwrap(ly)) for ly in mine}
     return mine + [ly for ly in cands if id(unwrap(ly)) not in ids]
 

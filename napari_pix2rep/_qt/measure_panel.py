@@ -81,6 +81,22 @@ class MeasurePanel(QWidget):
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
+        outer.addLayout(self._choices())
+        outer.addLayout(self._buttons())
+        self._tables(outer)
+        self.compute_button.clicked.connect(lambda: self.compute())
+        self.csv_button.clicked.connect(lambda: self.export_csv())
+        self.report_button.clicked.connect(lambda: self.export_report())
+        self.layer_combo.currentTextChanged.connect(self._layer_changed)
+        self.layer_combo.activated.connect(self._picked)
+        self.es_combo.activated.connect(self._picked)
+        links.connect(viewer.layers.events.inserted, self.refresh_layers)
+        links.connect(viewer.layers.events.removed, self.refresh_layers)
+        self.refresh_layers()
+
+    # ------------------------------------------------------------------ building
+    def _choices(self) -> QFormLayout:
+        """The ED (or cine) and ES layers, and a cine's ED / ES frames."""
         form = QFormLayout()
         self.layer_combo = compact_combo(QComboBox())
         self.layer_combo.setToolTip("A 4D (cine) segmentation, or the end-diastolic 3D one")
@@ -98,7 +114,9 @@ class MeasurePanel(QWidget):
         frames.addWidget(QLabel("ES"))
         frames.addWidget(self.es_frame)
         form.addRow("Cine ED", frames)
-        outer.addLayout(form)
+        return form
+
+    def _buttons(self) -> QHBoxLayout:
         row = QHBoxLayout()
         self.compute_button = QPushButton("Compute")
         self.csv_button = QPushButton("Export…")
@@ -110,8 +128,10 @@ class MeasurePanel(QWidget):
         row.addWidget(self.compute_button)
         row.addWidget(self.csv_button)
         row.addWidget(self.report_button)
-        outer.addLayout(row)
+        return row
 
+    def _tables(self, outer: QVBoxLayout) -> None:
+        """The measures table, the volume curve (plot and table) and the note, into ``outer``."""
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Measure", "Value", "Unit"])
         self.table.verticalHeader().setVisible(False)
@@ -137,16 +157,6 @@ class MeasurePanel(QWidget):
         outer.addWidget(self.curve, 3)
         outer.addWidget(self.note)
 
-        self.compute_button.clicked.connect(lambda: self.compute())
-        self.csv_button.clicked.connect(lambda: self.export_csv())
-        self.report_button.clicked.connect(lambda: self.export_report())
-        self.layer_combo.currentTextChanged.connect(self._layer_changed)
-        self.layer_combo.activated.connect(self._picked)
-        self.es_combo.activated.connect(self._picked)
-        links.connect(viewer.layers.events.inserted, self.refresh_layers)
-        links.connect(viewer.layers.events.removed, self.refresh_layers)
-        self.refresh_layers()
-
     @staticmethod
     def _frame_box(tip: str) -> QSpinBox:
         box = QSpinBox()
@@ -158,7 +168,7 @@ class MeasurePanel(QWidget):
 
     def _infos(self) -> list[LabelsInfo]:
         return [
-            LabelsInfo(ly.name, tuple(ly.data.shape), L.role(ly), L.linked_image(ly))
+            LabelsInfo(ly.name, tuple(ly.data.shape), L.role(ly), L.linked_image(self.viewer, ly))
             for ly in L.labels_layers(self.viewer)
         ]
 
@@ -268,14 +278,13 @@ class MeasurePanel(QWidget):
                 return v
         return None
 
-    @staticmethod
-    def _origin(layer: Any, es_layer: Any | None) -> str:
+    def _origin(self, layer: Any, es_layer: Any | None) -> str:
         """Where the measured layers come from, in words (for the report)."""
         out = []
         for what, ly in (("", layer), ("ES: ", es_layer)):
             if ly is None:
                 continue
-            src, image = source_path(ly.metadata), L.linked_image(ly)
+            src, image = source_path(ly.metadata), L.linked_image(self.viewer, ly)
             if L.role(ly) == L.SEGMENTATION:
                 text = f"{ly.name}: segmented in the dock from the image {image}"
             elif L.role(ly) == L.ANNOTATION:

@@ -43,6 +43,14 @@ def shipped_backbone() -> Path | None:
         return None
 
 
+def shipped_model() -> Path | None:
+    """The default cardiac segmenter (it segments without painting) when it is shipped
+    (or ``$NAPARI_PIX2REP_SEGMENTER``), else the shipped backbone; None when neither."""
+    from napari_pix2rep.model.checkpoint import default_segmenter_path
+
+    return default_segmenter_path() or shipped_backbone()
+
+
 def device_choices() -> list[str]:
     from napari_pix2rep.model.device import available_devices
 
@@ -50,7 +58,8 @@ def device_choices() -> list[str]:
 
 
 class ModelBox(QGroupBox):
-    """Model file (shipped backbone, a file, or the one pretrained here) and device."""
+    """Model file (the shipped default model, the shipped backbone, a file, or the one
+    pretrained here) and device."""
 
     model_changed = Signal(str)
 
@@ -69,15 +78,28 @@ class ModelBox(QGroupBox):
         self.browse_button = QPushButton("File…")
         self.browse_button.clicked.connect(self.browse)
         self.shipped_button = QPushButton("Shipped")
-        self.shipped_button.setToolTip("The backbone shipped with napari-pix2rep")
+        self.shipped_button.setToolTip(
+            "The default cardiac model shipped with napari-pix2rep: it segments every slice "
+            "before anything is painted (else the shipped backbone)"
+        )
         self.shipped_button.clicked.connect(self.use_shipped)
+        self.backbone_button = QPushButton("Backbone")
+        self.backbone_button.setToolTip(
+            "The Pix2Rep backbone shipped with napari-pix2rep: Segment learns from your paint only"
+        )
+        self.backbone_button.clicked.connect(self.use_backbone)
         self.pretrained_button = QPushButton("Pretrained here")
         self.pretrained_button.setToolTip(
             "The checkpoint of the Pretrain tab (also while it runs)"
         )
         self.pretrained_button.clicked.connect(self.use_pretrained)
         buttons = QHBoxLayout()
-        for b in (self.browse_button, self.shipped_button, self.pretrained_button):
+        for b in (
+            self.browse_button,
+            self.shipped_button,
+            self.backbone_button,
+            self.pretrained_button,
+        ):
             buttons.addWidget(b)
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -103,8 +125,10 @@ class ModelBox(QGroupBox):
         grid.addWidget(QLabel("Device"), 4, 0)
         grid.addWidget(self.device_combo, 4, 1)
 
-        self.shipped = shipped_backbone()
+        self.shipped = shipped_model()
+        self.backbone = shipped_backbone()
         self.shipped_button.setEnabled(self.shipped is not None)
+        self.backbone_button.setEnabled(self.backbone is not None)
         last = settings.get("model/path", "")
         if last and Path(last).is_file():
             self.set_path(last)
@@ -138,6 +162,10 @@ class ModelBox(QGroupBox):
     def use_shipped(self) -> None:
         if self.shipped is not None:
             self.set_path(str(self.shipped))
+
+    def use_backbone(self) -> None:
+        if self.backbone is not None:
+            self.set_path(str(self.backbone))
 
     def use_pretrained(self) -> None:
         if self.pretrained_path and Path(self.pretrained_path).is_file():

@@ -79,19 +79,34 @@ class PretrainPanel(QWidget):
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
+        outer.addWidget(self._data_box())
+        outer.addWidget(self._run_box())
+        outer.addLayout(self._buttons())
+        for w in self._feedback():
+            outer.addWidget(w)
+        outer.addStretch(1)
+        self._connect()
+        links.connect(viewer.layers.events.inserted, self.refresh_layers)
+        links.connect(viewer.layers.events.removed, self.refresh_layers)
+        self.model_box.set_pretrained(self.output_path)
+        self.refresh_layers()
+        self._on_running(False)
 
-        data_box = QGroupBox("Data (no labels needed)")
-        dl = QVBoxLayout(data_box)
+    # ------------------------------------------------------------------ building
+    def _data_box(self) -> QGroupBox:
+        """Open images to tick, a folder, and file-name patterns to skip."""
+        box = QGroupBox("Data (no labels needed)")
+        dl = QVBoxLayout(box)
         self.layer_list = QListWidget()
         self.layer_list.setToolTip("Open images to pretrain on (tick them)")
         self.layer_list.setMaximumHeight(90)
         folder_row = QHBoxLayout()
-        self.folder_edit = QLineEdit(settings.get("pretrain/folder", ""))
+        self.folder_edit = QLineEdit(self.settings.get("pretrain/folder", ""))
         self.folder_edit.setPlaceholderText("and/or a folder of NIfTI files (recursive)")
         self.folder_button = QPushButton("Folder…")
         folder_row.addWidget(self.folder_edit)
         folder_row.addWidget(self.folder_button)
-        self.exclude_edit = QLineEdit(settings.get("pretrain/exclude", ""))
+        self.exclude_edit = QLineEdit(self.settings.get("pretrain/exclude", ""))
         self.exclude_edit.setToolTip(
             f"More file-name patterns to skip (label files, {LABEL_NAMES}, always are)"
         )
@@ -102,10 +117,13 @@ class PretrainPanel(QWidget):
         ex_row.addWidget(QLabel("Skip"))
         ex_row.addWidget(self.exclude_edit)
         dl.addLayout(ex_row)
-        outer.addWidget(data_box)
+        return box
 
-        run_box = QGroupBox("Run")
-        form = QFormLayout(run_box)
+    def _run_box(self) -> QGroupBox:
+        """Preset, loss, steps, batch, whether to start from the chosen model, the file."""
+        settings = self.settings
+        box = QGroupBox("Run")
+        form = QFormLayout(box)
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(PRESET_NAMES)
         self.preset_combo.setCurrentText(settings.get("pretrain/preset", "small"))
@@ -127,30 +145,37 @@ class PretrainPanel(QWidget):
             "Continue from the Model box's weights (its architecture is kept) instead of "
             "from scratch"
         )
-        self.init_check.setChecked(model_box.info is not None)  # follows the chosen model
-        out_row = QHBoxLayout()
-        self.out_edit = QLineEdit(settings.get("pretrain/out", default_output()))
-        self.out_edit.setToolTip("Checkpoint file, written atomically during the run")
-        self.out_button = QPushButton("…")
-        self.out_button.setMaximumWidth(30)
-        out_row.addWidget(self.out_edit)
-        out_row.addWidget(self.out_button)
+        self.init_check.setChecked(self.model_box.info is not None)  # follows the model
         form.addRow("Preset", self.preset_combo)
         form.addRow("Loss", self.loss_combo)
         form.addRow("Steps", self.steps_spin)
         form.addRow("Batch", self.batch_spin)
         form.addRow(self.init_check)
-        form.addRow("Save to", out_row)
-        outer.addWidget(run_box)
+        form.addRow("Save to", self._output_row())
+        return box
 
-        buttons = QHBoxLayout()
+    def _output_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.out_edit = QLineEdit(self.settings.get("pretrain/out", default_output()))
+        self.out_edit.setToolTip("Checkpoint file, written atomically during the run")
+        self.out_button = QPushButton("…")
+        self.out_button.setMaximumWidth(30)
+        row.addWidget(self.out_edit)
+        row.addWidget(self.out_button)
+        return row
+
+    def _buttons(self) -> QHBoxLayout:
+        row = QHBoxLayout()
         self.start_button = QPushButton("Start")
         self.pause_button = QPushButton("Pause")
         self.pause_button.setCheckable(True)
         self.cancel_button = QPushButton("Cancel")
         for b in (self.start_button, self.pause_button, self.cancel_button):
-            buttons.addWidget(b)
-        outer.addLayout(buttons)
+            row.addWidget(b)
+        return row
+
+    def _feedback(self) -> list[QWidget]:
+        """The progress bar, the status line, *Use this model* and the loss plot."""
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -160,12 +185,10 @@ class PretrainPanel(QWidget):
         self.use_button.setToolTip("Make the checkpoint of the run that ended early the model")
         self.use_button.setVisible(False)
         self.plot = LossPlot()
-        outer.addWidget(self.progress)
-        outer.addWidget(self.status)
-        outer.addWidget(self.use_button)
-        outer.addWidget(self.plot)
-        outer.addStretch(1)
+        return [self.progress, self.status, self.use_button, self.plot]
 
+    def _connect(self) -> None:
+        """Buttons, remembered settings, the model box and the runner to their slots."""
         self.folder_button.clicked.connect(self.browse_folder)
         self.out_button.clicked.connect(self.browse_output)
         self.start_button.clicked.connect(self.start)
@@ -184,12 +207,6 @@ class PretrainPanel(QWidget):
         self.runner.failed.connect(self._on_failed)
         self.runner.running_changed.connect(self._on_running)
         self.runner.paused_changed.connect(self._on_paused)
-
-        links.connect(viewer.layers.events.inserted, self.refresh_layers)
-        links.connect(viewer.layers.events.removed, self.refresh_layers)
-        self.model_box.set_pretrained(self.output_path)
-        self.refresh_layers()
-        self._on_running(False)
 
     # ------------------------------------------------------------------ inputs
     def refresh_layers(self, *_: Any) -> None:

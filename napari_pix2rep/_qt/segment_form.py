@@ -162,9 +162,37 @@ class SegmentForm(QWidget):
         return box
 
     def _train_box(self) -> QGroupBox:
-        s = self.settings
         box = QGroupBox("2. Segment")
         tl = QVBoxLayout(box)
+        tl.addLayout(self._mode_row())
+        self.advanced_toggle = QToolButton()
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.advanced_toggle.setAutoRaise(True)
+        self.advanced = self._advanced()
+        tl.addWidget(self.advanced_toggle)
+        tl.addWidget(self.advanced)
+        run_row = QHBoxLayout()
+        self.segment_button = _button(
+            "Segment",
+            "Learn from the annotated slices and segment every slice and frame of the image",
+        )
+        self.cancel_button = _button("Cancel")
+        self.cancel_button.setEnabled(False)
+        run_row.addWidget(self.segment_button, 2)
+        run_row.addWidget(self.cancel_button, 1)
+        tl.addLayout(run_row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        tl.addWidget(self.progress)
+        tl.addWidget(self.status)
+        return box
+
+    def _mode_row(self) -> QHBoxLayout:
+        """Linear probe or fine-tune."""
         mode_row = QHBoxLayout()
         self.linear_radio = QRadioButton("Linear probe")
         self.linear_radio.setToolTip("Fast: fits only a 1x1 classifier on the model's features")
@@ -174,15 +202,14 @@ class SegmentForm(QWidget):
         for radio in (self.linear_radio, self.finetune_radio):
             self.mode_group.addButton(radio)
             mode_row.addWidget(radio)
-        self.set_mode(s.get("segment/mode", "linear"))
-        tl.addLayout(mode_row)
+        self.set_mode(self.settings.get("segment/mode", "linear"))
+        return mode_row
 
-        self.advanced_toggle = QToolButton()
-        self.advanced_toggle.setCheckable(True)
-        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.advanced_toggle.setAutoRaise(True)
-        self.advanced = QWidget()
-        adv = QFormLayout(self.advanced)
+    def _advanced(self) -> QWidget:
+        """Steps, crop size, uncertainty, heart region, carrying slices between phases."""
+        s = self.settings
+        advanced = QWidget()
+        adv = QFormLayout(advanced)
         adv.setContentsMargins(16, 0, 0, 0)
         self.steps_spin = _spin(
             10,
@@ -213,27 +240,7 @@ class SegmentForm(QWidget):
         adv.addRow(self.uncertainty_check)
         adv.addRow(self.localise_check)
         adv.addRow(self.propagate_check)
-        tl.addWidget(self.advanced_toggle)
-        tl.addWidget(self.advanced)
-
-        run_row = QHBoxLayout()
-        self.segment_button = _button(
-            "Segment",
-            "Learn from the annotated slices and segment every slice and frame of the image",
-        )
-        self.cancel_button = _button("Cancel")
-        self.cancel_button.setEnabled(False)
-        run_row.addWidget(self.segment_button, 2)
-        run_row.addWidget(self.cancel_button, 1)
-        tl.addLayout(run_row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        tl.addWidget(self.progress)
-        tl.addWidget(self.status)
-        return box
+        return advanced
 
     def _after_box(self) -> QGroupBox:
         box = QGroupBox("3. Correct, repeat, export")

@@ -26,7 +26,7 @@ from napari_pix2rep._qt.segment_form import SegmentForm, summary_html
 from napari_pix2rep._qt.settings import Settings
 from napari_pix2rep.annotate.edits import format_positions
 from napari_pix2rep.core.progress import format_duration
-from napari_pix2rep.io.layer_meta import source_path
+from napari_pix2rep.io.layer_meta import find_image, image_id, source_path
 from napari_pix2rep.segment.session import (
     PREDICT,
     TRAIN,
@@ -230,7 +230,7 @@ class SegmentPanel(SegmentForm):
         args, kwargs = self.session.segment_inputs(
             model, image, pairs, settings=settings, device=self.model_box.device
         )
-        self.session.start_job(kind, image.name)
+        self.session.start_job(kind, image.name, image_id(image.metadata))
         # napari takes a few hundred ms to add a layer: do it now, at the click, rather
         # than freeze the window when the result arrives (removed again if none does)
         self._job_layer = None
@@ -355,9 +355,10 @@ class SegmentPanel(SegmentForm):
             self.status.setText("Cancelled: no layer was changed.")
             notify_info("Segmentation cancelled; no layer was changed.")
             return
-        job_image = self.session.job.image if self.session.job else None
+        job = self.session.job
+        job_image = job.image if job else None
         how = self.session.finish_job(result)
-        image = L.find_layer(self.viewer, job_image)
+        image = find_image(self.viewer.layers, job_image, job.image_id if job else None)
         if image is None:
             self._drop_unused_layer()
             notify_error(f"The image '{job_image}' was closed; the result was dropped.")

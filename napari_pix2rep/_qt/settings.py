@@ -1,6 +1,6 @@
 """Dock settings remembered between launches: plain strings in an INI file.
 
-The file is where Qt's INI settings for "napari-pix2rep" / "dock" always were
+The file is the one Qt's INI settings for "napari-pix2rep" / "dock" use
 (``~/.config/napari-pix2rep/dock.ini``, ``%APPDATA%\\napari-pix2rep\\dock.ini`` on Windows);
 the environment variable ``NAPARI_PIX2REP_SETTINGS`` names another file (the tests point it
 at a temporary folder).
@@ -19,9 +19,10 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from napari_pix2rep.io.outputs import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -134,21 +135,13 @@ def read_settings(path: Path) -> dict[str, str]:
 
 
 def write_settings(path: Path, values: dict[str, str]) -> None:
-    """Write ``values`` as the whole INI file, atomically (temporary file + os.replace)."""
+    """Write ``values`` as the whole INI file, atomically (:func:`atomic_write`)."""
     sections: dict[str, list[str]] = {}
     for key in sorted(values):
         group, name = _split_key(key)
         sections.setdefault(group, []).append(f"{name}={encode_value(values[key])}")
     text = "\n".join(f"[{group}]\n" + "\n".join(lines) + "\n" for group, lines in sections.items())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 class Settings:

@@ -1,6 +1,6 @@
 """Annotated slices from (image, labels) pairs: what a few painted slices teach.
 
-Two modes (DESIGN.md, data model):
+Two modes (docs/annotations.md):
 
 ``full`` (default)
     a 2D slice with any non-zero voxel is fully annotated, 0 being background there;
@@ -14,7 +14,7 @@ Two modes (DESIGN.md, data model):
 is no heart here" by its values, so such slices are listed explicitly
 (``background_slices``: flat slice indices). In files the list lives in a sidecar JSON
 beside the label map (:func:`sidecar_path`, docs/annotations.md); a label file without a
-sidecar keeps its old meaning.
+sidecar has no background-only slices (its all-zero slices are not annotated).
 
 Targets use the class indices 0..K-1 and ``-1`` for pixels that teach nothing. Arrays
 are in display order, ``(z, y, x)`` or ``(t, z, y, x)``; a slice is addressed by its
@@ -34,6 +34,7 @@ import numpy as np
 
 from napari_pix2rep.core.classes import DEFAULT_CLASSES, IGNORE
 from napari_pix2rep.io.datafiles import nifti_stem
+from napari_pix2rep.io.outputs import atomic_write
 
 
 class AnnotationError(ValueError):
@@ -244,7 +245,5 @@ def write_background_slices(
         "shape": [int(n) for n in shape],
         "background_only": positions,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(doc, indent=1) + "\n"
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))

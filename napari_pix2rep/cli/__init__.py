@@ -1,12 +1,17 @@
-"""The ``pix2rep`` console script (the contract of DESIGN.md).
+"""The ``pix2rep`` console script; its commands and options are listed in README.md
+(*Command line*, *DICOM*, *DICOM SEG export*).
 
-Every command is a thin layer over the library: ``pretrain``, ``train`` and ``predict``
-drive the jobs the dock drives (:mod:`napari_pix2rep.jobs`), with Ctrl-C and SIGTERM as
-their stop signal. Heavy modules are imported inside the command so that
-``pix2rep --help`` is instant. Errors print one sentence to stderr and exit non-zero;
-files are only ever replaced atomically. One module per command group:
-:mod:`.pretrain`, :mod:`.segmentation` (train, predict), :mod:`.measure` (evaluate,
-measure), :mod:`.convert` (convert, gui); :mod:`.common` holds what they share.
+Every command is a thin layer over the library: ``pretrain``, ``train``, ``predict`` and
+``segment`` drive the jobs the dock drives (:mod:`napari_pix2rep.jobs`; ``predict`` and
+``segment`` run the one Segment recipe, :mod:`napari_pix2rep.segment.recipe`), with
+Ctrl-C and SIGTERM as their stop signal. Heavy modules are imported inside the command so
+that ``pix2rep --help`` is instant. Errors print one sentence to stderr and exit
+non-zero; outputs are checked before any work (against the inputs with
+:func:`napari_pix2rep.io.outputs.check_outputs`) and files are only ever replaced
+atomically. One module per command group: :mod:`.pretrain` (pretrain),
+:mod:`.segmentation` (train, predict), :mod:`.segment` (segment), :mod:`.measure`
+(evaluate, measure), :mod:`.convert` (convert, gui), :mod:`.dicom_seg` (dicom-seg);
+:mod:`.common` holds what they share.
 """
 
 from __future__ import annotations
@@ -55,14 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pix2rep {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except (RuntimeError, MemoryError) as e:  # out of memory, or torch refusing an input
-        from napari_pix2rep.io.errors import error_message, out_of_memory
+        from napari_pix2rep.io.errors import error_message
 
-        oom = out_of_memory(e)
-        text = (
-            f"the computer {oom}: try a smaller --batch-size, --device cpu, or fewer or "
-            "smaller images."
-            if oom
-            else error_message(e)
+        text = error_message(
+            e,
+            oom="the computer {oom}: try a smaller --batch-size, --device cpu, or fewer or "
+            "smaller images.",
         )
         print(f"pix2rep {args.command}: error: {text}", file=sys.stderr)
         return EXIT_ERROR

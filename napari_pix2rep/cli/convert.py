@@ -48,7 +48,7 @@ def summary(vol) -> str:
 def cmd_convert(args: argparse.Namespace) -> int:
     from napari_pix2rep.io.datafiles import is_nifti_path
     from napari_pix2rep.io.dicom import read_dicom
-    from napari_pix2rep.io.errors import out_of_memory
+    from napari_pix2rep.io.errors import error_message
     from napari_pix2rep.io.nifti_write import write_nifti
     from napari_pix2rep.io.outputs import check_output_file, check_outputs
 
@@ -61,8 +61,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
         write_nifti(args.out, vol.data, vol, kind="image")
     except MemoryError as e:
         raise CliError(
-            f"The computer {out_of_memory(e)} converting the series: convert it on a "
-            "machine with more memory, or pick a smaller series with --series."
+            error_message(
+                e,
+                oom="The computer {oom} converting the series: convert it on a machine "
+                "with more memory, or pick a smaller series with --series.",
+            )
         ) from None
     print(f"{args.out}: {summary(vol)}.")
     return 0

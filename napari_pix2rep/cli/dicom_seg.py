@@ -53,6 +53,11 @@ def add_dicom_seg(sub) -> None:
         help="The segmentation was painted or corrected by hand (algorithm type "
         "SEMIAUTOMATIC instead of AUTOMATIC).",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace SEG files of the same names already in DIR (refused otherwise).",
+    )
     p.set_defaults(func=cmd_dicom_seg)
 
 
@@ -73,6 +78,7 @@ def cmd_dicom_seg(args: argparse.Namespace) -> int:
         edited=args.edited,
         frame=args.frame,
         pick=args.pick,
+        overwrite=args.overwrite,
     )
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 from napari_pix2rep.cli.common import CliError, add_json, sigterm_interrupts
 
@@ -141,13 +142,9 @@ def _num(value: float, fmt: str = ".1f") -> str:
 @sigterm_interrupts
 def cmd_measure(args: argparse.Namespace) -> int:
     import json
-    import os
-
-    import numpy as np
 
     from napari_pix2rep.io.images import read_image
     from napari_pix2rep.measure.metrics import (
-        cardiac_measures,
         cine_measures,
         measure_warnings,
         structure_volumes,
@@ -171,24 +168,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         warnings = measure_warnings(m, curve)
         out["measures"], out["curve"] = m.to_dict(), curve
     elif len(vols) == 2 and not any(v.is_4d for v in vols):
-        ed, es = vols  # as given, like the dock's ED and ES choices
-        if not same_grid(ed, es):
-            raise CliError(
-                f"The ED and ES segmentations are not on the same grid ({args.segs[0]}: "
-                f"{ed.shape}, voxels {' x '.join(f'{s:g}' for s in ed.spacing)} mm; "
-                f"{args.segs[1]}: {es.shape}, voxels "
-                f"{' x '.join(f'{s:g}' for s in es.spacing)} mm, or another position): "
-                "give two phases of one stack."
-            )
-        m = cardiac_measures(ed.data, es.data, ed.spacing, classes)
-        same = os.path.realpath(args.segs[0]) == os.path.realpath(args.segs[1]) or bool(
-            np.array_equal(ed.data, es.data)
-        )
-        warnings = measure_warnings(m, same=same)
-        if m.LV_ESV > m.LV_EDV:
-            warnings.append(ES_LARGER)
-        out["measures"] = m.to_dict()
-        out["ed"], out["es"] = ed.path, es.path
+        warnings = _ed_es(args, vols, classes, out)
     elif len(vols) == 1:
         out["volumes"] = structure_volumes(vols[0].data, vols[0].spacing, classes)
     else:
@@ -199,7 +179,42 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if args.json:
         out["warnings"] = warnings
         print(json.dumps(json_safe(out), indent=2, allow_nan=False))
-        return 0
+    else:
+        _print_text(out, given)
+    return 0
+
+
+def _ed_es(args: argparse.Namespace, vols: list, classes: Sequence[str], out: dict) -> list[str]:
+    """Measures of an ED and an ES segmentation, as given, into ``out``; the warnings."""
+    import os
+
+    import numpy as np
+
+    from napari_pix2rep.measure.metrics import cardiac_measures, measure_warnings
+
+    ed, es = vols  # as given, like the dock's ED and ES choices
+    if not same_grid(ed, es):
+        raise CliError(
+            f"The ED and ES segmentations are not on the same grid ({args.segs[0]}: "
+            f"{ed.shape}, voxels {' x '.join(f'{s:g}' for s in ed.spacing)} mm; "
+            f"{args.segs[1]}: {es.shape}, voxels "
+            f"{' x '.join(f'{s:g}' for s in es.spacing)} mm, or another position): "
+            "give two phases of one stack."
+        )
+    m = cardiac_measures(ed.data, es.data, ed.spacing, classes)
+    same = os.path.realpath(args.segs[0]) == os.path.realpath(args.segs[1]) or bool(
+        np.array_equal(ed.data, es.data)
+    )
+    warnings = measure_warnings(m, same=same)
+    if m.LV_ESV > m.LV_EDV:
+        warnings.append(ES_LARGER)
+    out["measures"] = m.to_dict()
+    out["ed"], out["es"] = ed.path, es.path
+    return warnings
+
+
+def _print_text(out: dict, given: bool) -> None:
+    """What ``pix2rep measure`` prints without ``--json``."""
     if "measures" in out:
         m = out["measures"]
         if "ed" in out:
@@ -218,4 +233,3 @@ def cmd_measure(args: argparse.Namespace) -> int:
     else:
         v = out["volumes"]
         print(f"LV {_num(v['LV_ml'])} mL, RV {_num(v['RV_ml'])} mL, MYO {_num(v['MYO_ml'])} mL")
-    return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 from napari_pix2rep.cli.common import (
     EXIT_INTERRUPTED,
@@ -128,6 +129,29 @@ def pretrain_config(args: argparse.Namespace):
     return saved
 
 
+def _progress_printer(log_every: int) -> Callable[[Progress], None]:
+    """What ``pix2rep pretrain`` prints of a run's progress: notes on stderr, the start
+    line, then every ``log_every`` steps the mean loss since the last line, lr and ETA."""
+    window: list[float] = []
+
+    def report(p: Progress) -> None:
+        if p.stage == "note":
+            print(p.message, file=sys.stderr)
+        elif p.stage == "start":
+            print(p.message, flush=True)
+        elif p.stage == "pretrain":
+            window.append(p.loss)
+            if p.step % log_every == 0 or p.step == p.total:
+                print(
+                    f"step {p.step}/{p.total}  loss {sum(window) / len(window):.4f}  "
+                    f"lr {p.lr:.2e}  {p.rate:.1f} slices/s  ETA {format_duration(p.eta_s)}",
+                    flush=True,
+                )
+                window.clear()
+
+    return report
+
+
 @sigterm_interrupts
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from napari_pix2rep.io.datafiles import is_nifti_path
@@ -148,25 +172,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     config = pretrain_config(args)
     # under torchrun rank 0 alone writes, so it alone holds the lock and logs
     lead = os.environ.get("RANK", "0") == "0"
-    window: list[float] = []
-
-    def report(p: Progress) -> None:
-        if not lead:
-            return
-        if p.stage == "note":
-            print(p.message, file=sys.stderr)
-        elif p.stage == "start":
-            print(p.message, flush=True)
-        elif p.stage == "pretrain":
-            window.append(p.loss)
-            if p.step % args.log_every == 0 or p.step == p.total:
-                print(
-                    f"step {p.step}/{p.total}  loss {sum(window) / len(window):.4f}  "
-                    f"lr {p.lr:.2e}  {p.rate:.1f} slices/s  ETA {format_duration(p.eta_s)}",
-                    flush=True,
-                )
-                window.clear()
-
+    report = _progress_printer(args.log_every) if lead else lambda p: None
     stop = StopOnSignal()
     keep_free, note = cores_to_leave(args.device)
     job = pretrain_job(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -83,6 +84,7 @@ def add_segment(sub) -> None:
             default=True,
             help=f"{what} (default: on).",
         )
+    _add_settings_flags(p)
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -91,13 +93,67 @@ def add_segment(sub) -> None:
     p.set_defaults(func=cmd_segment, inputs=None)
 
 
+def _registration(text: str):
+    from napari_pix2rep.segment.settings import Registration
+
+    try:
+        return Registration.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    """The recipe's other settings (:class:`~napari_pix2rep.segment.settings.SegmentSettings`),
+    each defaulting to the shipped value."""
+    from napari_pix2rep.segment.settings import FUSE_WEIGHT
+
+    for flag, what in (
+        ("fuse", "Fuse a phase's prediction with its painted sibling phases' carried onto it"),
+        ("cleanup", "Keep only the heart's connected component and each class's largest part"),
+    ):
+        p.add_argument(
+            f"--{flag}", action=argparse.BooleanOptionalAction, default=True, help=f"{what}."
+        )
+    p.add_argument(
+        "--fuse-weight",
+        type=float,
+        default=FUSE_WEIGHT,
+        help=f"Weight of the other phase in a fused prediction (default {FUSE_WEIGHT}).",
+    )
+    p.add_argument(
+        "--registration",
+        type=_registration,
+        default=None,
+        metavar="GRID,STEPS,BENDING",
+        help="Registration of carried slices: control grid (px), steps, bending "
+        "(default 6,80,0.05).",
+    )
+    p.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=None,
+        help="Steps that adapt a default (zero-click) model to the painted slices "
+        "(default 0: the model's masks, with the painted slices kept as painted).",
+    )
+
+
 def _settings(args: argparse.Namespace):
-    from napari_pix2rep.segment.settings import SegmentSettings
+    from napari_pix2rep.segment.settings import Registration, SegmentSettings
 
     training = {"mode": args.mode, "seed": args.seed}
     if args.steps:
         training |= {"probe_steps": args.steps, "ft_steps": args.steps}
-    return SegmentSettings(training=training, localise=args.localise, propagate=args.propagate)
+    if args.adapt_steps is not None:
+        training["adapt_steps"] = args.adapt_steps
+    return SegmentSettings(
+        training=training,
+        localise=args.localise,
+        propagate=args.propagate,
+        fuse=args.fuse,
+        fuse_weight=args.fuse_weight,
+        registration=args.registration or Registration(),
+        cleanup=args.cleanup,
+    )
 
 
 def _model(path: str | None, painted: bool):
@@ -183,8 +239,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if outcome.cancelled:
             raise Stopped
         for k, (image, vol) in enumerate(zip(images, volumes)):
-            seg = write_nifti(targets[image][0], outcome.masks[k].labels, vol, kind="labels")
+            classes = outcome.segmenters[k].classes
+            labels = outcome.masks[k].labels
+            seg = write_nifti(targets[image][0], labels, vol, kind="labels", classes=classes)
             print(f"{image} -> {seg} ({outcome.report.images[k].line()})", flush=True)
+            for w in outcome.report.images[k].notes:
+                print(f"pix2rep segment: warning: {image}: {w}", file=sys.stderr, flush=True)
         print(f"Segmented {len(images)} image(s) in {time.perf_counter() - t0:.1f} s.")
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):

@@ -296,7 +296,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from napari_pix2rep.io.nifti_write import write_nifti
     from napari_pix2rep.io.outputs import check_output_dir, check_outputs
     from napari_pix2rep.jobs import predict_job
-    from napari_pix2rep.measure.metrics import segmentation_warnings
     from napari_pix2rep.model.segmenter import Segmenter
 
     created = not os.path.lexists(os.path.expanduser(args.out_dir))
@@ -337,8 +336,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 where = _where(result.region, others) if args.localise else ""
                 seconds = time.perf_counter() - t0
                 print(f"{path} -> {target} ({seconds:.2f} s{where})", flush=True)
-                doubts = [result.region.note] if result.region and result.region.note else []
-                for w in doubts + segmentation_warnings(pred.labels):
+                for w in result.report.images[0].notes:
                     print(f"pix2rep predict: warning: {path}: {w}", file=sys.stderr, flush=True)
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):

@@ -11,10 +11,18 @@ to its end with :func:`run_to_end`. No torch, no Qt.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
-__all__ = ["Progress", "StopCheck", "format_duration", "never", "run_to_end", "until_stopped"]
+__all__ = [
+    "Progress",
+    "StopCheck",
+    "format_duration",
+    "never",
+    "relabelled",
+    "run_to_end",
+    "until_stopped",
+]
 
 T = TypeVar("T")
 
@@ -87,3 +95,17 @@ def format_duration(seconds: float | None) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def relabelled(gen: Generator[Progress, None, T], message: str) -> Generator[Progress, None, T]:
+    """``gen``'s steps with their ``message`` replaced, and its value; closing it closes
+    ``gen``."""
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield replace(p, message=message)
+    finally:
+        gen.close()

@@ -1,4 +1,4 @@
-"""The evaluation protocols of DESIGN.md, as functions (benchmarks and tests call them).
+"""The evaluation protocols (docs/benchmarks.md), as functions (benchmarks and tests call them).
 
 one-shot-acdc
     labelled patients (ED and ES, all slices) train a segmenter; it segments the
@@ -10,8 +10,12 @@ few-slice-acdc
 annotation loop
     few-slice, then round after round the worst-segmented unpainted slice (most wrong
     voxels, of ED or ES) is replaced by its expert mask -- a perfect correction, which
-    may be background only -- and both phases are segmented again; DICE on the slices
-    nobody painted, after 2, 3, 4, ... painted slices.
+    may be background only -- and both phases are segmented again; DICE after 2, 3, 4,
+    ... painted slices, every round on the same slices (those nobody painted by the last
+    round).
+zero clicks
+    a model that segments without painting (the default cardiac model) segments each
+    held-out patient's ED and ES; DICE on every slice.
 
 Every protocol segments with the Segment recipe (:mod:`napari_pix2rep.segment.recipe`), as the
 dock and ``pix2rep segment`` do, with the settings given. Images are preprocessed from the
@@ -27,6 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +45,9 @@ from napari_pix2rep.segment.recipe import Annotation, Scan, segment
 from napari_pix2rep.segment.settings import SegmentSettings
 from napari_pix2rep.segment.train_config import TrainConfig
 from napari_pix2rep.segment.training import train_segmenter
+
+if TYPE_CHECKING:
+    from napari_pix2rep.segment.recipe import Model
 
 CLASS_NAMES = STRUCTURES
 
@@ -127,10 +135,9 @@ def _scans(case: LoadedCase) -> list[Scan]:
 
 
 def segment_phases(
-    source,
-    preprocess,
+    model: Model,
     case: LoadedCase,
-    ed_labels: np.ndarray,
+    ed_labels: np.ndarray | None,
     es_labels: np.ndarray | None,
     settings: SegmentSettings,
     device: str = "auto",
@@ -138,64 +145,57 @@ def segment_phases(
 ):
     """Segment ED and ES from what is painted in them: ``(ED, ES predictions, train s)``.
 
-    The Segment recipe (:func:`napari_pix2rep.segment.recipe.segment_iter`) on the case's two
-    phases, exactly as the dock and ``pix2rep segment`` run it with these ``settings``:
-    each phase segmented by a segmenter that also learnt from the other phase's painted
-    slices carried onto it, fused with the other phase's prediction when that phase was
-    painted. ``background`` lists ED's and ES's background-only slices (flat indices).
+    The Segment recipe (:func:`napari_pix2rep.segment.recipe.segment_iter`) on the case's
+    two phases, exactly as the dock and ``pix2rep segment`` run it with these
+    ``settings``; ``model`` is a segmenter or ``(backbone, preprocessing)``; None labels:
+    that phase is not painted. ``background`` lists ED's and ES's background-only slices
+    (flat indices).
     """
     anns = [
-        Annotation(labels, frozenset(bg))
+        None if labels is None else Annotation(labels, frozenset(bg))
         for labels, bg in ((ed_labels, background[0]), (es_labels, background[1]))
-        if labels is not None
     ]
-    anns += [None] * (2 - len(anns))
-    outcome = segment(_scans(case), anns, (source, preprocess), settings, device)
-    return outcome.masks[0], outcome.masks[1], outcome.report.seconds["train"]
+    outcome = segment(_scans(case), anns, model, settings, device)
+    return outcome.masks[0], outcome.masks[1], outcome.report.seconds.get("train", 0.0)
 
 
-def _lv_ef(ed: np.ndarray, es: np.ndarray, case: LoadedCase) -> float:
-    """LV ejection fraction (%) of ED / ES label maps on the case's grids."""
-    lv = [structure_volumes(m, v.spacing)["LV_ml"] for m, v in ((ed, case.ed), (es, case.es))]
-    return ejection_fraction(*lv)
+def ejection_fractions(ed: np.ndarray, es: np.ndarray, case: LoadedCase) -> dict[str, float]:
+    """LV and RV ejection fraction (%) of ED / ES label maps on the case's grids."""
+    vols = [structure_volumes(m, v.spacing) for m, v in ((ed, case.ed), (es, case.es))]
+    return {
+        f"{k}_EF": ejection_fraction(vols[0][f"{k}_ml"], vols[1][f"{k}_ml"]) for k in ("LV", "RV")
+    }
 
 
-def few_slice(
-    source,
-    preprocess,
+def _ef_columns(ed: np.ndarray, es: np.ndarray, case: LoadedCase) -> dict[str, float]:
+    truth = ejection_fractions(case.ed_gt.data, case.es_gt.data, case)
+    mine = ejection_fractions(ed, es, case)
+    return {**mine, **{f"{k}_truth": v for k, v in truth.items()}}
+
+
+def zero_clicks(
+    model: Model,
     cases: Sequence[LoadedCase],
     settings: SegmentSettings,
     device: str = "auto",
-    k: int = 2,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """few-slice-acdc: the recipe per case from k painted ED slices; DICE on the rest."""
+    """zero clicks: the recipe on each case's ED and ES with nothing painted (a model
+    that segments without painting); DICE on every slice, LV/RV EF, seconds."""
     rows = []
     for c in cases:
-        given = few_slice_given(c.ed_gt.data, k)
-        labels = np.zeros_like(c.ed_gt.data)
-        labels[given] = c.ed_gt.data[given]
         t0 = time.perf_counter()
-        ed, es, train_s = segment_phases(source, preprocess, c, labels, None, settings, device)
+        ed, es, _ = segment_phases(model, c, None, None, settings, device)
         seconds = time.perf_counter() - t0
-        keep = np.ones(c.ed.data.shape, bool)
-        keep[given] = False
-        # EF as the user would read it: the painted slices keep what was painted
-        ed_mask = np.where(keep, ed.labels, labels)
-        ef = {
-            "LV_EF": _lv_ef(ed_mask, es.labels, c),
-            "LV_EF_truth": _lv_ef(c.ed_gt.data, c.es_gt.data, c),
-        }
-        for phase, pred, gt, mask in (("ED", ed, c.ed_gt, keep), ("ES", es, c.es_gt, None)):
+        ef = _ef_columns(ed.labels, es.labels, c)
+        for phase, pred, gt in (("ED", ed, c.ed_gt), ("ES", es, c.es_gt)):
             rows.append(
                 {
                     "case": c.case.id,
                     "group": c.case.group,
                     "phase": phase,
-                    "given": given,
-                    "train_s": round(train_s, 2),
                     "seconds": round(seconds, 2),
-                    **score(pred.labels, gt.data, mask),
+                    **score(pred.labels, gt.data),
                     **ef,
                 }
             )
@@ -208,24 +208,97 @@ def few_slice(
     return rows
 
 
+def few_slice(
+    model: Model,
+    cases: Sequence[LoadedCase],
+    settings: SegmentSettings,
+    device: str = "auto",
+    k: int = 2,
+    progress: Callable[[str], None] | None = None,
+    versus_zero: bool = False,
+) -> list[dict]:
+    """few-slice-acdc: the recipe per case from k painted ED slices; DICE on the rest.
+
+    With ``versus_zero`` (a zero-click model) each row also has the zero-click DICE on
+    the same voxels (``zero_mean``, ``zero_RV``, ...), so adapting is compared with not
+    painting at all, patient by patient.
+    """
+    rows = []
+    for c in cases:
+        given = few_slice_given(c.ed_gt.data, k)
+        labels = np.zeros_like(c.ed_gt.data)
+        labels[given] = c.ed_gt.data[given]
+        t0 = time.perf_counter()
+        ed, es, train_s = segment_phases(model, c, labels, None, settings, device)
+        seconds = time.perf_counter() - t0
+        zero = segment_phases(model, c, None, None, settings, device)[:2] if versus_zero else None
+        keep = np.ones(c.ed.data.shape, bool)
+        keep[given] = False
+        ef = _ef_columns(ed.labels, es.labels, c)  # the painted slices are kept as painted
+        for j, (phase, pred, gt, mask) in enumerate(
+            (("ED", ed, c.ed_gt, keep), ("ES", es, c.es_gt, None))
+        ):
+            row = {
+                "case": c.case.id,
+                "group": c.case.group,
+                "phase": phase,
+                "given": given,
+                "train_s": round(train_s, 2),
+                "seconds": round(seconds, 2),
+                **score(pred.labels, gt.data, mask),
+                **ef,
+            }
+            if zero is not None:
+                z = score(zero[j].labels, gt.data, mask)
+                row.update({f"zero_{name}": v for name, v in z.items()})
+            rows.append(row)
+        if progress is not None:
+            err = ef["LV_EF"] - ef["LV_EF_truth"]
+            progress(
+                f"{c.case.id}: ED {rows[-2]['mean']:.3f}, ES {rows[-1]['mean']:.3f}, "
+                f"LV EF error {err:+.1f} points"
+            )
+    return rows
+
+
+def _worst_slice(preds: dict, truth: dict, painted: dict) -> tuple[int, str, int]:
+    """``(wrong voxels, phase, slice)`` of the unpainted slice with most wrong voxels."""
+    worst = (-1, "", -1)
+    for ph, pred in preds.items():
+        for z in range(truth[ph].shape[0]):
+            if z not in painted[ph]:
+                worst = max(worst, (int((pred[z] != truth[ph][z]).sum()), ph, z))
+    return worst
+
+
 def annotation_loop(
-    source,
-    preprocess,
+    model: Model,
     cases: Sequence[LoadedCase],
     settings: SegmentSettings,
     rounds: int = 3,
     device: str = "auto",
     progress: Callable[[str], None] | None = None,
+    with_zero: bool = False,
 ) -> list[dict]:
     """The annotation loop (module docstring): one row per case and round.
 
-    Each row has ``painted`` (number of painted slices), ``ED`` / ``ES`` / ``mean`` DICE
-    over the unpainted slices (RV/MYO/LV mean), and the slice added after it.
+    Every round of a case is scored on the **same** slices: those nobody painted by the
+    last round, so rounds compare like for like. Each row has ``painted`` (number of
+    painted slices), ``ED`` / ``ES`` / ``mean`` DICE (RV/MYO/LV mean) on that fixed set,
+    and the slice added after it. ``with_zero`` (a zero-click model) adds a round -1
+    with nothing painted, scored on the same slices.
     """
     rows = []
     for c in cases:
         truth = {"ED": c.ed_gt.data, "ES": c.es_gt.data}
         painted = {"ED": set(few_slice_given(truth["ED"], 2)), "ES": set()}
+        runs = []  # (round, painted count, predictions, train s, seconds, next)
+        if with_zero:
+            t0 = time.perf_counter()
+            ed, es, _ = segment_phases(model, c, None, None, settings, device)
+            runs.append(
+                (-1, 0, {"ED": ed.labels, "ES": es.labels}, 0.0, time.perf_counter() - t0, None)
+            )
         for r in range(rounds + 1):
             labels = {}
             for ph, gt in truth.items():
@@ -235,31 +308,36 @@ def annotation_loop(
             background = tuple({z for z in painted[ph] if not truth[ph][z].any()} for ph in truth)
             t0 = time.perf_counter()
             ed, es, train_s = segment_phases(
-                source, preprocess, c, labels["ED"], labels["ES"], settings, device, background
+                model,
+                c,
+                labels["ED"],
+                labels["ES"] if painted["ES"] else None,
+                settings,
+                device,
+                background,
             )
-            row = {
-                "case": c.case.id,
-                "round": r,
-                "painted": 2 + r,
-                "train_s": round(train_s, 2),
-                "seconds": round(time.perf_counter() - t0, 2),
-            }
-            worst = (-1, "", -1)
-            for ph, pred in (("ED", ed.labels), ("ES", es.labels)):
+            preds = {"ED": ed.labels, "ES": es.labels}
+            nxt = None
+            if r < rounds:
+                wrong, ph, z = _worst_slice(preds, truth, painted)
+                if wrong > 0:
+                    painted[ph].add(z)
+                    nxt = [ph, z]
+            runs.append((r, 2 + r, preds, train_s, time.perf_counter() - t0, nxt))
+        for r, n, preds, train_s, seconds, nxt in runs:
+            row = {"case": c.case.id, "round": r, "painted": n, "train_s": round(train_s, 2)}
+            row["seconds"] = round(seconds, 2)
+            for ph, pred in preds.items():
                 keep = np.ones(truth[ph].shape, bool)
                 keep[sorted(painted[ph])] = False
                 row[ph] = score(pred, truth[ph], keep)["mean"]
-                for z in np.flatnonzero(keep.any(axis=(1, 2))):
-                    wrong = int((pred[z] != truth[ph][z]).sum())
-                    worst = max(worst, (wrong, ph, int(z)))
             row["mean"] = float(np.nanmean([row["ED"], row["ES"]]))
-            if worst[0] > 0 and r < rounds:
-                painted[worst[1]].add(worst[2])
-                row["next"] = [worst[1], worst[2]]
+            if nxt is not None:
+                row["next"] = nxt
             rows.append(row)
             if progress is not None:
-                m, e, s = row["mean"], row["ED"], row["ES"]
-                progress(f"{c.case.id} round {r}: {m:.3f} (ED {e:.3f}, ES {s:.3f})")
+                m, e, s_ = row["mean"], row["ED"], row["ES"]
+                progress(f"{c.case.id} round {r}: {m:.3f} (ED {e:.3f}, ES {s_:.3f})")
     return rows
 
 

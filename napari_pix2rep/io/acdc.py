@@ -81,7 +81,8 @@ def list_cases(root: str | os.PathLike) -> list[Case]:
 
 
 def split_validation(cases: list[Case]) -> tuple[list[Case], list[Case]]:
-    """DESIGN.md's split: validation = case numbers divisible by 5; labels from the rest."""
+    """The benchmarks' split (docs/benchmarks.md): validation = case numbers divisible by
+    5 (005, 010, ...); labels from the rest."""
     val = [c for c in cases if c.number % 5 == 0]
     pool = [c for c in cases if c.number % 5 != 0]
     return pool, val

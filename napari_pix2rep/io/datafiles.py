@@ -25,9 +25,6 @@ LABEL_NAME = re.compile(r"(_gt|_seg|_label|_labels|_mask)\.nii(\.gz)?$", re.IGNO
 #: The same rule in words, for messages, help and tooltips.
 LABEL_NAMES = "*_gt, *_seg, *_label(s) or *_mask"
 
-#: The same rule as file-name globs, for messages and settings.
-LABEL_FILE_GLOBS = ("*_gt.nii*", "*_seg.nii*", "*_label.nii*", "*_labels.nii*", "*_mask.nii*")
-
 
 def is_nifti_path(path: str | os.PathLike[str]) -> bool:
     """True when the path ends with ``.nii`` or ``.nii.gz`` (case-insensitive)."""

@@ -31,6 +31,7 @@ import nibabel as nib
 import numpy as np
 
 from napari_pix2rep.io.dicom_files import DicomError, ImageHeader, SeriesInfo, quiet, scan_series
+from napari_pix2rep.io.errors import error_message
 from napari_pix2rep.io.nifti import Volume, spacing_from_header
 from napari_pix2rep.io.nifti_limits import check_declared_size
 
@@ -310,10 +311,9 @@ def _pixels(im: ImageHeader) -> np.ndarray:
         except Exception as exc:
             syntax = ds.file_meta.get("TransferSyntaxUID")
             name = getattr(syntax, "name", str(syntax))
-            reason = " ".join(str(exc).split())[:200].rstrip(". ")
             raise DicomError(
-                f"Cannot decode the pixel data of {im.path.name} (transfer syntax {name})"
-                f"{f': {reason}' if reason else ''}."
+                f"Cannot decode the pixel data of {im.path.name} (transfer syntax {name}): "
+                f"{error_message(exc, clause=True, limit=200)}."
             ) from exc
     if arr.shape != (im.rows, im.columns):
         raise DicomError(f"{im.path.name}: pixel data {arr.shape} does not match its header.")
@@ -338,6 +338,27 @@ def _header(
     header.set_xyzt_units("mm", "sec" if dt_s and len(shape) == 4 else "unknown")
     header["descrip"] = info.encode("ascii", "replace")[:79]
     return header
+
+
+def _affine(first: ImageHeader, cosines: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """The voxel-to-RAS affine of a stack starting at ``first``, ``step`` between slices."""
+    dr, dc = first.pixel_spacing
+    lps = np.eye(4)
+    lps[:3, 0] = cosines[0] * dc
+    lps[:3, 1] = cosines[1] * dr
+    lps[:3, 2] = step
+    lps[:3, 3] = first.position
+    return _LPS_TO_RAS @ lps
+
+
+def _frame_interval_s(
+    groups: list[tuple[float, list[ImageHeader]]], images: list[ImageHeader], n_phases: int
+) -> float | None:
+    """The median time between phases in seconds (None: one phase, or untimed images)."""
+    if n_phases < 2 or any(im.trigger_ms is None for im in images):
+        return None
+    steps = [np.diff([im.trigger_ms for im in g]) for _, g in groups]
+    return float(np.median(np.concatenate(steps))) / 1000.0
 
 
 def read_dicom(
@@ -385,23 +406,12 @@ def read_dicom(
         )
     except ValueError as exc:
         raise DicomError(str(exc)) from None
-    step = _slice_step(groups, normal)
-
-    dr, dc = first.pixel_spacing
-    lps = np.eye(4)
-    lps[:3, 0] = cosines[0] * dc
-    lps[:3, 1] = cosines[1] * dr
-    lps[:3, 2] = step
-    lps[:3, 3] = first.position
-    affine = _LPS_TO_RAS @ lps
-
+    affine = _affine(first, cosines, _slice_step(groups, normal))
     stack = np.stack([np.stack([_pixels(im) for im in g]) for _, g in groups], axis=1)
     integral = bool(
         np.array_equal(stack, np.round(stack)) and stack.min() >= -32768 and stack.max() < 32768
     )
-    timed = n_phases > 1 and all(im.trigger_ms is not None for im in images)
-    steps = [np.diff([im.trigger_ms for im in g]) for _, g in groups] if timed else []
-    dt_s = float(np.median(np.concatenate(steps))) / 1000.0 if timed else None
+    dt_s = _frame_interval_s(groups, images, n_phases)
     data = (stack if n_phases > 1 else stack[0]).astype(np.float32)
     label = f"{info.description or 'series ' + info.number} from DICOM".strip()
     header = _header(data.shape, affine, dt_s, integral, label)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_pix2rep.io.errors import error_message
+
 __all__ = [
     "DicomError",
     "ImageHeader",
@@ -135,10 +137,9 @@ def _read_header(path: Path) -> Any:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0].rstrip(". ") if str(exc).strip() else ""
         raise DicomError(
-            f"{path.name} starts like a DICOM file but cannot be read"
-            f"{f' ({reason})' if reason else ''}."
+            f"{path.name} starts like a DICOM file but cannot be read "
+            f"({error_message(exc, clause=True)})."
         ) from exc
 
 

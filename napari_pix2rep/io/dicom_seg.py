@@ -41,7 +41,7 @@ from napari_pix2rep.io.dicom import DicomVolume, read_dicom
 from napari_pix2rep.io.dicom_files import quiet
 from napari_pix2rep.io.errors import error_message
 from napari_pix2rep.io.nifti import Volume
-from napari_pix2rep.io.outputs import atomic_write, check_output_dir
+from napari_pix2rep.io.outputs import atomic_write, check_output_dir, check_outputs
 
 __all__ = ["DicomSegError", "DicomSegResult", "segment_codes", "write_dicom_seg"]
 
@@ -326,6 +326,7 @@ def write_dicom_seg(
     edited: bool = False,
     frame: int | None = None,
     pick: str | None = None,
+    overwrite: bool = False,
 ) -> DicomSegResult:
     """Write ``mask`` as one DICOM SEG per segmented cardiac frame into ``out_dir``.
 
@@ -335,8 +336,10 @@ def write_dicom_seg(
     a cine. Label ``i`` is ``classes[i]`` (``classes[0]`` the background). ``model``
     names the model in the algorithm identification; ``edited`` (the user painted or
     corrected) makes the algorithm type SEMIAUTOMATIC instead of AUTOMATIC. Files are
-    ``<patient>_<series>_seg[_frameNN].dcm``; an existing file of that name is replaced.
-    Raises :class:`DicomSegError` (or ``DicomError``/``OutputError``), leaving no file.
+    ``<patient>_<series>_seg[_frameNN].dcm``, checked by the output rule
+    (:func:`~napari_pix2rep.io.outputs.check_outputs`: never in the series' folder, an
+    existing file only replaced with ``overwrite``). Raises :class:`DicomSegError` (or
+    ``DicomError``/``OutputError``), leaving no file.
     """
     classes = list(classes)
     if len(classes) < 2:
@@ -345,7 +348,7 @@ def write_dicom_seg(
     created = [p for p in (out, *out.parents) if not p.exists()]  # the folder first
     check_output_dir(out)
     try:
-        return _write(mask, series, out, classes, model, edited, frame, pick)
+        return _write(mask, series, out, classes, model, edited, frame, pick, overwrite)
     finally:
         for folder in created:  # made for this export: removed again if it wrote nothing
             if folder.is_dir() and not any(folder.iterdir()):
@@ -361,6 +364,7 @@ def _write(
     edited: bool,
     frame: int | None,
     pick: str | None,
+    overwrite: bool,
 ) -> DicomSegResult:
     from pydicom.uid import generate_uid
 
@@ -399,6 +403,8 @@ def _write(
             ) from exc
         suffix = f"_frame{t:02d}" if source.is_4d else ""
         built.append((out / f"{source.name}_seg{suffix}.dcm", seg))
+    check_outputs([(path, "--out-dir") for path, _ in built], [series], overwrite=overwrite)
+    existed = {path for path, _ in built if path.exists()}
     written: list[Path] = []
     try:
         for path, seg in built:
@@ -407,6 +413,7 @@ def _write(
             written.append(path)
     except BaseException:
         for path in written:
-            path.unlink(missing_ok=True)
+            if path not in existed:  # a file this export made; one it replaced stays
+                path.unlink(missing_ok=True)
         raise
     return DicomSegResult(written, [t for t, _ in todo], series_uid, notes + code_notes)

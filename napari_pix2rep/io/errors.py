@@ -37,21 +37,38 @@ def out_of_memory(exc: BaseException) -> str | None:
     return f"ran out of memory ({format_bytes(n_bytes)} was asked for)"
 
 
-def error_message(exc: BaseException) -> str:
-    """An exception as one sentence for a notification (no traceback)."""
+#: What the dock says when the device runs out of memory (``{oom}``: :func:`out_of_memory`).
+OOM_HINT = "The device {oom}: use a smaller preset or batch size, or choose the CPU."
+
+
+def error_message(
+    exc: BaseException, *, clause: bool = False, oom: str = OOM_HINT, limit: int = 300
+) -> str:
+    """An exception as one sentence for a notification or the CLI (no traceback).
+
+    The sentence is the message's first line, cut to ``limit`` characters, ending in a
+    full stop. An out-of-memory error becomes ``oom`` with ``{oom}`` filled in by
+    :func:`out_of_memory` (callers give their own advice there). Other than library
+    errors (``ValueError``, ``OSError``: AnnotationError, ModelFileError, NiftiError...,
+    which read as sentences already) the type is named, for the bug report.
+
+    ``clause=True`` gives the part that sits inside another sentence ("cannot be read
+    (<clause>)"): the first line without its final full stop, or the type's name when the
+    message is empty; no type prefix and no out-of-memory advice.
+    """
     text = _first_line(str(exc))
     name = type(exc).__name__
-    oom = out_of_memory(exc)
-    if oom is not None:
-        return f"The device {oom}: use a smaller preset or batch size, or choose the CPU."
+    if clause:
+        return text[:limit].rstrip(". ") or name
+    found = out_of_memory(exc)
+    if found is not None:
+        return oom.format(oom=found)
     if isinstance(exc, KeyError):
         text = f"missing entry {text}"
     if not text:
         text = name
     elif not isinstance(exc, ValueError | OSError | FloatingPointError):
-        # library errors (AnnotationError, ModelFileError, NiftiError are ValueErrors)
-        # already read as sentences; anything else gets its type for the bug report
         text = f"{name}: {text}"
-    if len(text) > 300:
-        text = text[:297].rstrip() + "..."
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
     return text if text.endswith((".", "!", "?")) else text + "."

@@ -3,10 +3,15 @@
 - ``metadata["pix2rep_nifti"]`` (:data:`METADATA_KEY`): the raw header, extensions,
   affine, display-order spacing and source path a layer carries so a mask exported for it
   gets that image's header (:func:`napari_pix2rep.io.nifti_write.write_nifti`);
+- ``metadata["pix2rep_id"]`` (:data:`ID_KEY`): an image layer's stable id, a random hex
+  string written the first time the dock makes a layer for that image (:func:`image_id`);
 - ``metadata["pix2rep"]`` (:data:`ROLE_KEY`): what the dock made a layer for -- its role
-  (annotation / segmentation / uncertainty), the image it belongs to, its classes --
-  and so which layers go together (:func:`linked_layer`; napari's plugin proxies are
-  compared through :func:`unwrap`).
+  (annotation / segmentation / uncertainty), the id and name of the image it belongs to,
+  its classes -- and so which layers go together (:func:`linked_layer`,
+  :func:`image_of`; napari's plugin proxies are compared through :func:`unwrap`).
+
+Layers are linked by the image's id, so renaming an image keeps its annotations; the
+name is the fallback for links stored without an id (a recovery entry names its image).
 
 Imports neither Qt nor torch.
 """
@@ -14,7 +19,8 @@ Imports neither Qt nor torch.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import nibabel as nib
@@ -27,6 +33,8 @@ from napari_pix2rep.io.nifti import NiftiError, Volume, header_from_spacing, spa
 METADATA_KEY = "pix2rep_nifti"
 #: Key of what the dock made a layer for inside its ``metadata``.
 ROLE_KEY = "pix2rep"
+#: Key of an image layer's stable id inside its ``metadata``.
+ID_KEY = "pix2rep_id"
 #: The roles of the layers the dock makes.
 ANNOTATION, SEGMENTATION, UNCERTAINTY = "annotation", "segmentation", "uncertainty"
 
@@ -141,17 +149,38 @@ def role(metadata: Mapping[str, Any] | None) -> str | None:
 
 
 def linked_image(metadata: Mapping[str, Any] | None) -> str | None:
-    """The name of the image the dock made a layer for, else None."""
+    """The image name stored when the dock made a layer (it may have been renamed since:
+    :func:`image_of` finds the image itself), else None."""
     return ((metadata or {}).get(ROLE_KEY) or {}).get("image")
+
+
+def image_id(metadata: Mapping[str, Any] | None) -> str | None:
+    """An image layer's stable id; one is written into ``metadata`` when it has none and
+    ``metadata`` can be changed (a napari layer's dict); None otherwise."""
+    if metadata is None:
+        return None
+    found = metadata.get(ID_KEY)
+    if isinstance(found, str) and found:
+        return found
+    if not isinstance(metadata, MutableMapping):
+        return None
+    new = uuid.uuid4().hex
+    metadata[ID_KEY] = new
+    return new
 
 
 def role_metadata(
     image_metadata: Mapping[str, Any], which: str, image_name: str, classes: Sequence[str] | None
 ) -> dict[str, Any]:
     """Metadata for a new layer made for an image: a deep copy of the image's (so it is
-    saved with that header) plus its role, image name and (when given) classes."""
+    saved with that header) plus its role, the image's id (:func:`image_id`, given to the
+    image now when it has none) and name, and (when given) classes."""
+    link = image_id(image_metadata)
     meta = copy_metadata(image_metadata)
+    meta.pop(ID_KEY, None)  # the id names the image, not this layer
     meta[ROLE_KEY] = {"role": which, "image": image_name}
+    if link is not None:
+        meta[ROLE_KEY]["image_id"] = link
     if classes is not None:
         meta[ROLE_KEY]["classes"] = list(classes)
     return meta
@@ -182,10 +211,39 @@ def find_layer(layers: Iterable[Any], name: str | None) -> Any | None:
     return next((ly for ly in layers if name and ly.name == name), None)
 
 
+def image_of(layers: Iterable[Any], metadata: Mapping[str, Any] | None) -> Any | None:
+    """The image among ``layers`` that the dock made a layer (with ``metadata``) for.
+
+    Found by the stored image id; of several images holding it (napari's "duplicate
+    layer" copies metadata) the one with the stored name, else the first. A link without
+    an id, or whose image is gone, falls back to an image without a role of that name.
+    """
+    info = (metadata or {}).get(ROLE_KEY) or {}
+    return find_image(layers, info.get("image"), info.get("image_id"))
+
+
+def find_image(layers: Iterable[Any], name: str | None, link: str | None) -> Any | None:
+    """The image layer with id ``link`` (of several, the one called ``name``), else the
+    layer without a role called ``name``; None when there is neither."""
+    layers = list(layers)
+    if link:
+        holders = [ly for ly in layers if (ly.metadata or {}).get(ID_KEY) == link]
+        if holders:
+            return next((ly for ly in holders if ly.name == name), holders[0])
+    return find_layer((ly for ly in layers if role(ly.metadata) is None), name)
+
+
+def belongs_to(metadata: Mapping[str, Any] | None, image: Any, layers: Iterable[Any] = ()) -> bool:
+    """True when the dock made the layer with ``metadata`` for ``image`` (:func:`image_of`
+    among ``image`` and the other open ``layers``)."""
+    return same(image_of([image, *layers], metadata), image)
+
+
 def linked_layer(layers: Iterable[Any], image: Any, which: str) -> Any | None:
     """The layer of role ``which`` the dock made for ``image`` (on its grid), else None."""
+    layers = list(layers)
     for ly in layers:
-        if role(ly.metadata) == which and linked_image(ly.metadata) == image.name:
-            if np.shape(ly.data) == np.shape(image.data):
+        if role(ly.metadata) == which and np.shape(ly.data) == np.shape(image.data):
+            if belongs_to(ly.metadata, image, layers):
                 return ly
     return None

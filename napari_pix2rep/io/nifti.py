@@ -27,6 +27,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +38,7 @@ from nibabel.nifti1 import Nifti1Extension
 
 from napari_pix2rep.io.datafiles import LABEL_NAME as _LABEL_NAME
 from napari_pix2rep.io.datafiles import nifti_stem
+from napari_pix2rep.io.errors import error_message
 from napari_pix2rep.io.nifti_limits import (
     check_declared_size,
     space_unit_to_mm,
@@ -135,10 +137,8 @@ class Volume:
 # --------------------------------------------------------------------------- helpers
 
 
-def _reason(exc: BaseException) -> str:
-    """An exception as a short clause: first line, no trailing period."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.rstrip(". ")
+#: An exception as a clause inside a NIfTI error's sentence.
+_clause = partial(error_message, clause=True)
 
 
 def spacing_from_header(
@@ -235,9 +235,9 @@ def _load(p: Path, max_voxels: int | None = None) -> nib.Nifti1Image:
         why = truncation(p, max_voxels)
         if why is not None:
             raise NiftiError(f"{name} is truncated or corrupt: {why}.") from exc
-        raise NiftiError(f"{name} is not a NIfTI file ({_reason(exc)}).") from exc
+        raise NiftiError(f"{name} is not a NIfTI file ({_clause(exc)}).") from exc
     except Exception as exc:  # EOFError, zlib.error, OSError, HeaderDataError, ...
-        raise NiftiError(f"{name} is truncated or corrupt: {_reason(exc)}.") from exc
+        raise NiftiError(f"{name} is truncated or corrupt: {_clause(exc)}.") from exc
     if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
         raise NiftiError(f"{name} is a {type(img).__name__}, not a single-file NIfTI-1/2 image.")
     return img
@@ -309,20 +309,10 @@ def read_nifti(
         data = np.asarray(data).reshape(shape)
     except Exception as exc:
         raise NiftiError(
-            f"{name} is truncated or corrupt: its voxel data cannot be read ({_reason(exc)})."
+            f"{name} is truncated or corrupt: its voxel data cannot be read ({_clause(exc)})."
         ) from exc
     data = np.ascontiguousarray(data.transpose(tuple(reversed(range(data.ndim)))))
-
-    if np.issubdtype(data.dtype, np.floating):
-        finite = np.isfinite(data)
-        if not finite.all():
-            n_nan = int(np.isnan(data).sum())
-            n_inf = int(data.size - finite.sum() - n_nan)
-            raise NiftiError(
-                f"{name} contains {n_nan} NaN and {n_inf} infinite voxel values; "
-                "only finite values are supported."
-            )
-
+    _check_finite(name, data)
     vol = Volume(
         data=data,
         spacing=spacing,
@@ -330,27 +320,47 @@ def read_nifti(
         affine=np.array(img.affine, dtype=np.float64),
         path=str(p),
     )
-    want_labels = kind == "labels" or (kind == "auto" and is_label_file(p, vol))
-    if want_labels:
-        if not np.issubdtype(data.dtype, np.integer):
-            dtype = label_dtype(data)
-            if dtype is None:
-                raise NiftiError(
-                    f"{name} looks like an image, not a label map: its values are not "
-                    "non-negative integers up to 65535."
-                )
-            vol.data = data = data.astype(dtype)
-        elif data.min() < 0:
-            raise NiftiError(f"{name} does not hold a label map: it has negative values.")
-        n = _distinct_count(data) if kind == "labels" else 0
-        if n > MAX_LABEL_VALUES:
-            raise NiftiError(
-                f"{name} looks like an image, not a label map ({n} distinct values; a label "
-                f"map has at most {MAX_LABEL_VALUES})."
-            )
+    if kind == "labels" or (kind == "auto" and is_label_file(p, vol)):
+        vol.data = _as_labels(name, data, count_values=kind == "labels")
     elif not np.issubdtype(data.dtype, np.floating):
         vol.data = data.astype(np.float32)
     return vol
+
+
+def _check_finite(name: str, data: np.ndarray) -> None:
+    """Refuse NaN and infinite voxel values, counting each."""
+    if not np.issubdtype(data.dtype, np.floating):
+        return
+    finite = np.isfinite(data)
+    if not finite.all():
+        n_nan = int(np.isnan(data).sum())
+        n_inf = int(data.size - finite.sum() - n_nan)
+        raise NiftiError(
+            f"{name} contains {n_nan} NaN and {n_inf} infinite voxel values; "
+            "only finite values are supported."
+        )
+
+
+def _as_labels(name: str, data: np.ndarray, count_values: bool) -> np.ndarray:
+    """``data`` as a label map (non-negative integers); with ``count_values``, also refuse
+    more than :data:`MAX_LABEL_VALUES` distinct values (an image, not labels)."""
+    if not np.issubdtype(data.dtype, np.integer):
+        dtype = label_dtype(data)
+        if dtype is None:
+            raise NiftiError(
+                f"{name} looks like an image, not a label map: its values are not "
+                "non-negative integers up to 65535."
+            )
+        data = data.astype(dtype)
+    elif data.min() < 0:
+        raise NiftiError(f"{name} does not hold a label map: it has negative values.")
+    n = _distinct_count(data) if count_values else 0
+    if n > MAX_LABEL_VALUES:
+        raise NiftiError(
+            f"{name} looks like an image, not a label map ({n} distinct values; a label "
+            f"map has at most {MAX_LABEL_VALUES})."
+        )
+    return data
 
 
 def copy_header(header: nib.Nifti1Header) -> nib.Nifti1Header:

@@ -5,7 +5,8 @@ images keep the source file's dtype when the data converts to it without loss (e
 int16 scan read and saved unchanged), otherwise float32. Every other header field is
 the source's (:class:`napari_pix2rep.io.nifti.Volume` or a layer's metadata,
 :mod:`napari_pix2rep.io.layer_meta`). Written to a temporary file beside the target, then
-renamed, so a failure leaves the previous file intact.
+renamed (:func:`napari_pix2rep.io.outputs.atomic_write`), so a failure leaves the previous
+file intact.
 
 This module imports neither torch nor Qt.
 """
@@ -30,7 +31,7 @@ from napari_pix2rep.io.nifti import (
     label_dtype,
     set_label_classes,
 )
-from napari_pix2rep.io.outputs import temp_path, write_reason
+from napari_pix2rep.io.outputs import OutputError, atomic_write, write_reason
 
 
 def _image_dtype(data: np.ndarray, source: np.dtype) -> np.dtype:
@@ -55,6 +56,53 @@ def _image_dtype(data: np.ndarray, source: np.dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def _source_header(
+    name: str,
+    data: np.ndarray,
+    like: Volume | Mapping[str, Any] | None,
+    spacing: tuple[float, ...] | None,
+) -> nib.Nifti1Header:
+    """A copy of the header to write ``data`` with: ``like``'s, else one from ``spacing``."""
+    if isinstance(like, Volume):
+        return copy_header(like.header)
+    if like is not None and nifti_meta(like) is not None:
+        return volume_from_layer(data, like).header
+    if spacing is not None:
+        return header_from_spacing(data.shape, tuple(spacing))[0]
+    raise NiftiError(
+        f"Cannot write {name}: there is no source NIfTI header to copy and no voxel "
+        "spacing was given."
+    )
+
+
+def _file_dtype(
+    name: str,
+    data: np.ndarray,
+    header: nib.Nifti1Header,
+    kind: str,
+    classes: Sequence[str] | None,
+) -> np.dtype:
+    """The dtype ``data`` is stored as; checks the values and, for labels, clears
+    cal_min/cal_max and stores ``classes`` in ``header``."""
+    if kind == "labels":
+        dtype = label_dtype(data)
+        if dtype is None:
+            raise NiftiError(
+                f"Cannot write {name}: labels must be non-negative integers up to 65535 "
+                f"(got values from {data.min()} to {data.max()}, dtype {data.dtype})."
+            )
+        header["cal_min"] = 0
+        header["cal_max"] = 0
+        if classes is not None:
+            set_label_classes(header, classes)
+        return dtype
+    if np.iscomplexobj(data) or not np.issubdtype(data.dtype, np.number):
+        raise NiftiError(f"Cannot write {name}: image data must be real numbers.")
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        raise NiftiError(f"Cannot write {name}: the image contains NaN or infinite values.")
+    return _image_dtype(data, header.get_data_dtype())
+
+
 def write_nifti(
     path: str | os.PathLike[str],
     data: Any,
@@ -73,8 +121,9 @@ def write_nifti(
     else float32. Without a source header an explicit ``spacing`` gives an affine
     ``diag(spacing)`` with sform/qform code 1. ``classes`` (labels only: label ``i`` is
     name ``i``) are stored in the header (:func:`~.nifti.label_classes` reads them, so
-    ``pix2rep measure`` knows which label is the LV). The file is written to a temporary file in
-    the same folder and renamed onto ``path``, so a failure leaves any previous file intact.
+    ``pix2rep measure`` knows which label is the LV). The file is written to a temporary
+    file in the same folder and renamed onto ``path``, so a failure leaves any previous
+    file intact.
     Returns the written path.
     """
     if kind not in ("labels", "image"):
@@ -92,18 +141,7 @@ def write_nifti(
             f"not shape {data.shape}."
         )
 
-    if isinstance(like, Volume):
-        header = copy_header(like.header)
-    elif like is not None and nifti_meta(like) is not None:
-        header = volume_from_layer(data, like).header
-    elif spacing is not None:
-        header, _ = header_from_spacing(data.shape, tuple(spacing))
-    else:
-        raise NiftiError(
-            f"Cannot write {name}: there is no source NIfTI header to copy and no voxel "
-            "spacing was given."
-        )
-
+    header = _source_header(name, data, like, spacing)
     source_shape = tuple(int(s) for s in header.get_data_shape())
     file_shape = tuple(reversed(data.shape))
     extra = source_shape[len(file_shape) :]
@@ -114,24 +152,7 @@ def write_nifti(
             "(display order)."
         )
     file_data = data.transpose(tuple(reversed(range(data.ndim)))).reshape(source_shape)
-
-    if kind == "labels":
-        dtype = label_dtype(data)
-        if dtype is None:
-            raise NiftiError(
-                f"Cannot write {name}: labels must be non-negative integers up to 65535 "
-                f"(got values from {data.min()} to {data.max()}, dtype {data.dtype})."
-            )
-        header["cal_min"] = 0
-        header["cal_max"] = 0
-        if classes is not None:
-            set_label_classes(header, classes)
-    else:
-        if np.iscomplexobj(data) or not np.issubdtype(data.dtype, np.number):
-            raise NiftiError(f"Cannot write {name}: image data must be real numbers.")
-        if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-            raise NiftiError(f"Cannot write {name}: the image contains NaN or infinite values.")
-        dtype = _image_dtype(data, header.get_data_dtype())
+    dtype = _file_dtype(name, data, header, kind, classes)
     header.set_data_dtype(dtype)
     header.set_slope_inter(None, None)
     file_data = np.ascontiguousarray(file_data.astype(dtype, copy=False))
@@ -140,19 +161,9 @@ def write_nifti(
     # affine=None: nibabel keeps the header's sform/qform/pixdim exactly as they are.
     img = image_class(file_data, None, header=header)
 
-    suffix = nifti_suffix(p)
-    tmp = temp_path(p, suffix)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-        os.close(fd)
-        nib.save(img, str(tmp))
-        os.replace(tmp, p)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, NiftiError) or not isinstance(exc, Exception):
-            raise
-        raise NiftiError(f"Cannot write {name}: {write_reason(exc, p.parent)}.") from exc
+        atomic_write(p, lambda tmp: nib.save(img, str(tmp)), nifti_suffix(p), by_name=True)
+    except OutputError as exc:
+        cause = exc.__cause__ or exc
+        raise NiftiError(f"Cannot write {name}: {write_reason(cause, p.parent)}.") from cause
     return str(p)

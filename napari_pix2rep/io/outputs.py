@@ -32,14 +32,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
+from napari_pix2rep.io.errors import error_message
+
 #: A temporary file of ours untouched for this long is stale whoever made it (seconds).
 STALE_AFTER_S = 600.0
 
 _TEMP = re.compile(
     r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(\.nii(\.gz)?)?$"
 )
-#: temporary names of earlier versions (no host/pid): only their age tells they are stale
-_LEGACY_TEMP = re.compile(r"^\..+(\.pt\.[a-z0-9_]{8}\.tmp|\.[0-9a-f]{8}\.tmp\.nii(\.gz)?)$")
 
 _REASONS = {
     errno.ENOSPC: "the disk is full",
@@ -99,8 +99,8 @@ def _is_stale(entry: os.DirEntry, now: float, max_age_s: float) -> bool:
 def clean_stale_temps(folder: str | os.PathLike, max_age_s: float = STALE_AFTER_S) -> list[Path]:
     """Remove our stale temporary files from ``folder`` (not recursive); returns them.
 
-    Ours: names made by :func:`temp_path` (or by earlier versions). Stale: the process
-    that made it is gone (same host), or it is older than ``max_age_s`` seconds.
+    Ours: names made by :func:`temp_path`. Stale: the process that made it is gone (same
+    host), or it is older than ``max_age_s`` seconds.
     """
     removed: list[Path] = []
     now = time.time()
@@ -112,7 +112,7 @@ def clean_stale_temps(folder: str | os.PathLike, max_age_s: float = STALE_AFTER_
         name = entry.name
         if not name.startswith(".") or ".tmp" not in name:
             continue
-        if not (_TEMP.match(name) or _LEGACY_TEMP.match(name)):
+        if not _TEMP.match(name):
             continue
         if entry.is_file(follow_symlinks=False) and _is_stale(entry, now, max_age_s):
             try:
@@ -144,18 +144,25 @@ def write_reason(exc: BaseException, folder: str | os.PathLike | None = None) ->
         except OSError:
             pass
     source = first_os or exc
-    text = (source.strerror if isinstance(source, OSError) else None) or str(source)
-    text = text.strip().splitlines()[0] if text.strip() else type(source).__name__
-    return text.rstrip(". ")
+    if isinstance(source, OSError) and source.strerror:
+        return source.strerror.strip().rstrip(". ")
+    return error_message(source, clause=True)
 
 
 def atomic_write(
-    path: str | os.PathLike, write: Callable[[IO[bytes]], None], suffix: str = ""
+    path: str | os.PathLike,
+    write: Callable[[IO[bytes]], object] | Callable[[Path], object],
+    suffix: str = "",
+    *,
+    by_name: bool = False,
 ) -> Path:
-    """Call ``write(fh)`` on a temporary file beside ``path``, fsync, rename onto ``path``.
+    """Call ``write`` on a temporary file beside ``path``, fsync, rename onto ``path``.
 
-    On any failure (also Ctrl-C) the temporary file is removed and the previous ``path``
-    is left as it was; an ``Exception`` becomes :class:`OutputError` naming the file.
+    ``write`` gets the open file (binary), or with ``by_name`` the temporary file's path,
+    for writers that open the file themselves (nibabel); ``suffix`` ends that name
+    (``.nii.gz``). On any failure (also Ctrl-C) the temporary file is removed and the
+    previous ``path`` is left as it was; an ``Exception`` becomes :class:`OutputError`
+    naming the file, with the original as its ``__cause__``.
     """
     path = Path(path)
     try:
@@ -166,10 +173,19 @@ def atomic_write(
     tmp = temp_path(path, suffix)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        if by_name:
+            os.close(fd)
+            write(tmp)  # type: ignore[arg-type]
+            fd = os.open(tmp, os.O_RDWR)  # Windows cannot fsync a read-only handle
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)  # type: ignore[arg-type]
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)

@@ -10,7 +10,8 @@ i.e. SimCLR's NT-Xent (Chen et al., 2020) over pixels: every other sampled pixel
 same or another slice and of either view, is a negative. Default tau = 0.53 (authors' code).
 
 The formula does not care what a vector stands for: the image-level SimCLR baseline
-(METHOD.md section 3) calls it on globally pooled encoder features, one pair per slice.
+(:class:`napari_pix2rep.pretrain.objectives.SimCLRObjective`, the ``simclr-*`` rows of
+docs/benchmarks.md) calls it on globally pooled encoder features, one pair per slice.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Segmentation quality and clinical measures (METHOD.md, "Metrics used here").
+"""Segmentation quality and clinical measures (the figures of README.md, "Results", and
+docs/benchmarks.md).
 
 Labels follow the ACDC convention unless told otherwise: 1 RV cavity, 2 LV myocardium,
 3 LV cavity. ``classes`` (label ``i`` is name ``i``, background first, as a model file

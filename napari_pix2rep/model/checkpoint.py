@@ -11,7 +11,7 @@ A model file is a dict of plain values and tensors::
      "meta": {data, steps, loss history, library versions, ...},
      "resume": {...}}                          # pretraining state, optional
 
-Files are written atomically: a temporary file in the target folder, then ``os.replace``.
+Files are written atomically (:func:`napari_pix2rep.io.outputs.atomic_write`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from napari_pix2rep.io.errors import error_message
 from napari_pix2rep.io.outputs import atomic_write
 from napari_pix2rep.model.nets.unet import MAX_PARAMETERS, UNet, UNetConfig
 from napari_pix2rep.model.preprocess import PreprocessConfig
@@ -53,11 +54,6 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> Path:
 _SNIFF_BYTES = 1024
 #: What the user is told to give instead.
 _EXPECTED = "expected a .pt written by pix2rep pretrain or train"
-
-
-def _clause(exc: BaseException) -> str:
-    """An exception's message without its final full stop, to sit in parentheses."""
-    return str(exc).strip().rstrip(".")
 
 
 def _looks_like_nifti(head: bytes) -> bool:
@@ -126,9 +122,9 @@ def load_model_file(path: str | os.PathLike, expect: str | None = None) -> dict:
     except MemoryError:
         raise
     except Exception as e:  # a damaged zip or pickle raises almost anything
-        text = str(e).strip()
         plain = isinstance(e, RuntimeError | EOFError | zipfile.BadZipFile | OSError | ValueError)
-        reason = text.splitlines()[0][:80] if text and plain else "its contents cannot be read"
+        reason = error_message(e, clause=True, limit=80) if plain and str(e).strip() else None
+        reason = reason or "its contents cannot be read"
         raise ModelFileError(
             f"{path.name} is not a napari-pix2rep model file or is corrupt ({reason})."
         ) from None
@@ -168,7 +164,7 @@ def check_model_dict(obj: dict, source: str = "model file") -> None:
         PreprocessConfig.from_dict(obj.get("preprocess"))
     except (TypeError, ValueError) as e:
         raise ModelFileError(
-            f"{source} has unusable preprocessing settings ({_clause(e)})."
+            f"{source} has unusable preprocessing settings ({error_message(e, clause=True)})."
         ) from None
     for key in ("meta", "resume"):
         if not isinstance(obj.get(key, {}), dict):
@@ -197,7 +193,7 @@ def arch_config(obj: dict, source: str = "model file") -> UNetConfig:
         config = UNetConfig.from_dict(dict(obj["arch"]))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(
-            f"{source} describes an unknown architecture ({_clause(e)})."
+            f"{source} describes an unknown architecture ({error_message(e, clause=True)})."
         ) from None
     return config
 

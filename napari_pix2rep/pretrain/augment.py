@@ -7,7 +7,7 @@ the two dense feature maps are pixel-aligned: the loss asks ``f(phi . v) = phi .
 Conventions: images and feature maps are ``(N, C, H, W)``; an affine is ``theta`` of
 shape ``(N, 2, 3)`` in ``F.affine_grid`` form (output normalised coordinates -> input
 normalised coordinates, ``align_corners=False``). Default ranges follow the authors'
-code (METHOD.md section 1).
+code.
 """
 
 from __future__ import annotations

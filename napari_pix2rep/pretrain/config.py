@@ -19,7 +19,8 @@ RESUMABLE = ("steps", "checkpoint_every", "checkpoint_minutes", "snapshot_every"
 
 @dataclass
 class PretrainConfig:
-    """Settings of a pretraining run (defaults: METHOD.md section 1, small preset)."""
+    """Settings of a pretraining run (defaults: the authors' code, with the small preset of
+    README.md, "Models")."""
 
     preset: str = "small"
     loss: str = "infonce"

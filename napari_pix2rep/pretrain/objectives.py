@@ -27,7 +27,8 @@ from napari_pix2rep.pretrain.config import PretrainConfig
 
 
 class SimCLRObjective(nn.Module):
-    """Image-level SimCLR baseline (METHOD.md section 3): only the encoder learns.
+    """Image-level SimCLR baseline (the ``simclr-*`` rows of docs/benchmarks.md): only the
+    encoder learns.
 
     ``forward(v1, v2w, theta, gen)``: the bottleneck of each view is averaged over space,
     projected (Linear -> BN -> ReLU -> Linear) and the two views of a slice form the

@@ -1,14 +1,14 @@
 """Fine-tuning the whole segmenter, and the supervised local contrastive stage before it.
 
-Fine-tuning (METHOD.md) trains backbone and head with split learning rates (backbone
-small, head large) from the probe's head, on crops resampled from the annotated slices
-through random rotations, scales, mirrors and warps (:mod:`napari_pix2rep.segment.crops`), mostly
-centred on the heart, with intensity augmentation
-(:func:`napari_pix2rep.pretrain.augment.intensity_augment`; ranges
-:data:`~napari_pix2rep.pretrain.augment.FINETUNE_AUGMENT`), BatchNorm statistics frozen, and early
-stopping on held-out annotated slices when there are many; optionally first a supervised
-local contrastive stage (Hu et al. 2021). The recipe was chosen on the validation
-patients (``benchmarks/finetune_recipe.py``, docs/benchmarks.md).
+Fine-tuning (docs/benchmarks.md, "Fine-tuning recipe") trains backbone and head with split
+learning rates (backbone small, head large) from the probe's head, on crops resampled from
+the annotated slices through random rotations, scales, mirrors and warps
+(:mod:`napari_pix2rep.segment.crops`), mostly centred on the heart, with intensity
+augmentation (:func:`napari_pix2rep.pretrain.augment.intensity_augment`; ranges
+:data:`~napari_pix2rep.pretrain.augment.FINETUNE_AUGMENT`), BatchNorm statistics frozen,
+and early stopping on held-out annotated slices when there are many; optionally first a
+supervised local contrastive stage (Hu et al. 2021). The recipe was chosen on the
+validation patients (``benchmarks/finetune_recipe.py``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -119,6 +119,59 @@ def local_contrast_iter(
         yield Progress("local-contrast", step + 1, cfg.local_contrast_steps, loss.item())
 
 
+def _step(
+    segmenter: Segmenter,
+    train: Sequence[TrainingSlice],
+    cfg: TrainConfig,
+    opt: torch.optim.Optimizer,
+    weights: torch.Tensor,
+    gens: tuple[torch.Generator, torch.Generator],
+    device: torch.device,
+) -> float | None:
+    """One step on a batch of augmented crops (BatchNorm frozen with ``cfg.freeze_bn``);
+    the loss, or None when the batch held no labelled pixel (no step taken)."""
+    cpu_gen, gen = gens
+    segmenter.train()
+    if cfg.freeze_bn:
+        _freeze_bn(segmenter.backbone)
+    x, t = _crop_batch(train, cfg, cpu_gen)
+    x = augment.intensity_augment(x.to(device), cfg.augment, gen)
+    t = t.to(device)
+    if not (t >= 0).any():
+        return None
+    loss = dice_ce_loss(segmenter(x.contiguous(memory_format=torch.channels_last)), t, weights)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.item())
+
+
+def adapt_iter(
+    segmenter: Segmenter,
+    slices: list[TrainingSlice],
+    cfg: TrainConfig,
+    device: torch.device,
+) -> Generator[Progress, None, None]:
+    """Adapt a trained segmenter (the default cardiac model) to the painted slices, in
+    place: ``cfg.adapt_steps`` steps of the whole network from its own weights, head
+    included (nothing is re-initialised), at the small rate ``cfg.adapt_lr``, on the same
+    augmented crops as fine-tuning. Few, small steps move the model towards this patient
+    without forgetting what it learnt from many (the rate and steps were chosen on the
+    validation patients: docs/benchmarks.md, "Default model")."""
+    gens = (torch.Generator().manual_seed(cfg.seed + 2), torch.Generator(device=device))
+    gens[1].manual_seed(cfg.seed + 1)
+    opt = torch.optim.Adam(segmenter.parameters(), lr=cfg.adapt_lr)
+    weights = balanced_class_weights(
+        torch.cat([s.target_model.flatten() for s in slices]), segmenter.n_classes
+    ).to(device)
+    t0 = time.perf_counter()
+    for step in range(cfg.adapt_steps):
+        loss = _step(segmenter, slices, cfg, opt, weights, gens, device)
+        eta = (time.perf_counter() - t0) / (step + 1) * (cfg.adapt_steps - step - 1)
+        yield Progress("finetune", step + 1, cfg.adapt_steps, loss, eta_s=eta, message="Adapting")
+    segmenter.eval()
+
+
 def fine_tune_iter(
     segmenter: Segmenter,
     slices: list[TrainingSlice],
@@ -149,19 +202,9 @@ def fine_tune_iter(
     best, best_state, bad = -1.0, None, 0
     t0 = time.perf_counter()
     for step in range(cfg.ft_steps):
-        segmenter.train()
-        if cfg.freeze_bn:
-            _freeze_bn(segmenter.backbone)
-        x, t = _crop_batch(train, cfg, cpu_gen)
-        x = augment.intensity_augment(x.to(device), cfg.augment, gen)
-        t = t.to(device)
-        if not (t >= 0).any():
+        loss = _step(segmenter, train, cfg, opt, weights, (cpu_gen, gen), device)
+        if loss is None:
             continue
-        logits = segmenter(x.contiguous(memory_format=torch.channels_last))
-        loss = dice_ce_loss(logits, t, weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
         msg = ""
         if val and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.ft_steps):
             score = _mean_dice(segmenter, val, device)
@@ -173,7 +216,7 @@ def fine_tune_iter(
                 bad += 1
         per_step = (time.perf_counter() - t0) / (step + 1)
         eta = per_step * (cfg.ft_steps - step - 1)
-        yield Progress("finetune", step + 1, cfg.ft_steps, loss.item(), eta_s=eta, message=msg)
+        yield Progress("finetune", step + 1, cfg.ft_steps, loss, eta_s=eta, message=msg)
         if val and bad >= cfg.patience:
             break
     if best_state is not None:

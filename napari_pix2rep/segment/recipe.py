@@ -23,8 +23,11 @@ field of :class:`~napari_pix2rep.segment.settings.SegmentSettings`:
 
 The model decides what trains (:func:`plan_for`): a backbone learns as ``training`` says
 and cannot segment without painting; a segmenter marked zero-click
-(:data:`~napari_pix2rep.model.segmenter.ZERO_CLICK_KEY`) predicts as is when nothing is painted
-and is fine-tuned from when something is; any other segmenter predicts as is when nothing
+(:data:`~napari_pix2rep.model.segmenter.ZERO_CLICK_KEY`, the default cardiac model) predicts
+the whole view as is when nothing is painted, and is adapted to the painted slices when
+something is: each painted image by the model adapted to the paint, every other image
+by the model as is (no slices carried, no fusion: it segments every phase itself); any other
+segmenter predicts as is when nothing
 is painted (or ``train`` is off) and otherwise lends its backbone. Arrays are in display
 order, ``(z, y, x)`` or ``(t, z, y, x)``. torch is imported only when the recipe runs.
 """
@@ -32,6 +35,7 @@ order, ``(z, y, x)`` or ``(t, z, y, x)``. torch is imported only when the recipe
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Generator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -39,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_pix2rep.annotate.loop import carry_plan, cine_carry_plan, heart_paint
-from napari_pix2rep.core.progress import Progress, StopCheck, never, until_stopped
+from napari_pix2rep.core.progress import Progress, StopCheck, never, relabelled, until_stopped
 from napari_pix2rep.segment.recipe_types import (
     Annotation,
     ImageReport,
@@ -86,14 +90,17 @@ NO_PAINT = (
 # --------------------------------------------------------------------------- the plan
 def plan_for(model: Model, painted: bool, settings: SegmentSettings) -> str:
     """What the model does: :data:`PREDICT`, :data:`TRAIN` (from a backbone) or
-    :data:`ADAPT` (fine-tune a zero-click segmenter); ``painted``: any slice painted.
-    A backbone with nothing to learn from raises ValueError (one sentence)."""
+    :data:`ADAPT` (fine-tune a zero-click segmenter, when ``adapt_steps`` asks for any);
+    ``painted``: any slice painted. A backbone with nothing to learn from raises
+    ValueError (one sentence)."""
     from napari_pix2rep.model.segmenter import Segmenter
 
     if isinstance(model, Segmenter):
         if not settings.train or not painted:
             return PREDICT
-        return ADAPT if model.zero_click else TRAIN
+        if model.zero_click:
+            return ADAPT if settings.train_config().adapt_steps > 0 else PREDICT
+        return TRAIN
     if not settings.train:
         raise ValueError(
             "The chosen model is a backbone, not a trained segmenter: press Segment to "
@@ -119,6 +126,7 @@ class _Run:
         self.plan = plan_for(model, painted, settings)
         self.cfg = self._train_config()
         self.regions: dict[int, HeartRegion | None] = {}
+        self.notes: dict[int, list[str]] = defaultdict(list)  # per stack: sentences of doubt
         self.segmenters: dict[int | None, Segmenter] = {}  # by the target carried into
         self.used: dict[int, Segmenter] = {}  # the segmenter of each scan predicted
         self.carried: dict[int, list[tuple[str, list[int]]]] = {}
@@ -152,11 +160,16 @@ class _Run:
 
     # ---------------------------------------------------------------- localise
     def region(self, t: int) -> HeartRegion | None:
-        """The heart region of ``t``'s stack (computed once per stack)."""
+        """The heart region of ``t``'s stack (computed once per stack): none for a
+        zero-click model (it was trained on the whole view: its own heart estimate, the
+        clean-up's connected heart, decides); else from the paint of the stack's images,
+        else from its motion, unless the motion cue is in doubt (no clear single peak:
+        :func:`~napari_pix2rep.segment.localise.motion_doubt`), when the whole view is
+        segmented and the doubt noted."""
         from napari_pix2rep.segment.localise import locate_heart
 
         first = self.stack[t]
-        if not self.settings.localise:
+        if not self.settings.localise or getattr(self.model, "zero_click", False):
             return None
         if first not in self.regions:
             t0 = time.perf_counter()
@@ -164,9 +177,13 @@ class _Run:
             paint = heart_paint(self.anns[k].labels for k in members if self.anns[k] is not None)
             scan = self.scans[first]
             others = [self.scans[k].data for k in members[1:] if self.scans[k].data.ndim == 3]
-            self.regions[first] = locate_heart(
-                scan.data, scan.spacing, annotation=paint, other_frames=others
-            )
+            region = locate_heart(scan.data, scan.spacing, annotation=paint, other_frames=others)
+            if region is not None and region.source == "motion" and region.note:
+                self.notes[first].append(
+                    f"{region.note} The whole view was segmented instead; check the masks."
+                )
+                region = None
+            self.regions[first] = region
             self.seconds["localise"] += time.perf_counter() - t0
         return self.regions[first]
 
@@ -186,8 +203,8 @@ class _Run:
     def _carry_jobs(self, t: int, own: np.ndarray | None, own_bg: frozenset[int]) -> list:
         """``(from, source volume, target volume, source labels, slices, frame)`` to carry."""
         scan = self.scans[t]
-        if not self.settings.propagate:
-            return []
+        if not self.settings.propagate or self.plan == ADAPT:
+            return []  # a zero-click model segments the other phases itself
         if scan.data.ndim == 4:
             plan = cine_carry_plan(scan.data, own, own_bg) if own is not None else None
             if plan is None:
@@ -242,6 +259,8 @@ class _Run:
         ``t``; targets with nothing carried share one)."""
         if self.plan == PREDICT:
             return self.model
+        if self.plan == ADAPT and not (self.anns[t] is not None and self.anns[t].annotated):
+            return self.model  # an unpainted image keeps the zero-click model's masks
         if t not in self.used:
             labels, self.carried[t] = yield from self.completed(t)
             key = t if self.carried[t] else None
@@ -311,7 +330,7 @@ class _Run:
                 seg, scan.data, scan.spacing, self.device, cleanup=False, region=self.region(k)
             )
             if message:
-                gen = _relabelled(gen, message)
+                gen = relabelled(gen, message)
             stopped, pred = yield from self.timed("predict", until_stopped(gen, self.should_stop))
             if stopped:
                 raise _Stopped
@@ -320,13 +339,14 @@ class _Run:
 
     def target(self, t: int) -> Generator[Progress, None, Prediction]:
         """The masks of target ``t``: predicted, fused, cleaned up, painted slices kept."""
+        from napari_pix2rep.measure.metrics import segmentation_warnings
         from napari_pix2rep.segment.predict import label_probabilities
         from napari_pix2rep.segment.propagate import fuse_iter
 
         scan, s = self.scans[t], self.settings
         region = self.region(t)
         own = yield from self.probabilities(t)
-        fused = s.propagate and s.fuse and self.plan != PREDICT and scan.data.ndim == 3
+        fused = s.propagate and s.fuse and self.plan == TRAIN and scan.data.ndim == 3
         sources = (
             [k for k in self.siblings(t) if not np.array_equal(self.scans[k].data, scan.data)]
             if fused
@@ -358,18 +378,19 @@ class _Run:
             pred = label_probabilities(own, s.cleanup, region)
         self.reports[t] = ImageReport(
             scan.name,
-            self._how(),
+            self._how(t),
             region.source if region is not None else None,
             self.carried.get(t, []),
             [self.scans[k].name for k in sources],
+            [*self.notes[self.stack[t]], *segmentation_warnings(pred.labels)],
         )
         ann = self.anns[t]
         if s.keep_painted and ann is not None and self.cfg.annotation_mode == "full":
             pred = replace(pred, labels=ann.overlay(pred.labels, pred.probabilities.shape[0]))
         return pred
 
-    def _how(self) -> str:
-        if self.plan == PREDICT:
+    def _how(self, t: int) -> str:
+        if self.plan == PREDICT or (self.plan == ADAPT and self.used.get(t) is None):
             return "zero clicks" if self.model.zero_click else "segmenter"
         if self.plan == ADAPT:
             return "adapted"
@@ -382,21 +403,6 @@ class _Run:
 
 class _Stopped(Exception):
     """``should_stop()`` said so at a step boundary."""
-
-
-def _relabelled(
-    gen: Generator[Progress, None, Any], message: str
-) -> Generator[Progress, None, Any]:
-    """``gen``'s steps with ``message``, and its value; closing it closes ``gen``."""
-    try:
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            yield replace(p, message=message)
-    finally:
-        gen.close()
 
 
 # --------------------------------------------------------------------------- the recipe

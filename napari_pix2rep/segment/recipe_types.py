@@ -87,14 +87,17 @@ class Annotation:
 class ImageReport:
     """What the recipe did for one target: ``how`` its masks were made ("linear probe",
     "fine-tuned", "adapted", "zero clicks" or "segmenter"), where the heart region came
-    from (``region``: "annotation", "motion" or None: the whole view), the slices carried
-    onto it (``(from image, flat slices)``) and the images it was fused with."""
+    from (``region``: "annotation", "motion" or None: the whole view, where the clean-up's
+    connected-heart rule picks the model's own heart), the slices carried onto it
+    (``(from image, flat slices)``), the images it was fused with and ``notes``: sentences
+    of doubt a user must see (a motion cue that was not trusted, an empty mask)."""
 
     name: str
     how: str
     region: str | None = None
     carried: list[tuple[str, list[int]]] = field(default_factory=list)
     fused_with: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def line(self, how: str | None = None) -> str:
         """For people: ``linear probe, heart region from the annotation, ...`` (``how``

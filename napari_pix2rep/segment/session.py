@@ -44,10 +44,9 @@ from napari_pix2rep.annotate.loop import (
 )
 from napari_pix2rep.io.layer_meta import (
     ANNOTATION,
-    find_layer,
+    image_of,
     layer_affine,
     layer_spacing,
-    linked_image,
     linked_layer,
     role,
     same,
@@ -149,10 +148,13 @@ class Suggestion:
 
 @dataclass
 class Job:
-    """The running job: its kind (:data:`TRAIN` / :data:`PREDICT`) and the image it segments."""
+    """The running job: its kind (:data:`TRAIN` / :data:`PREDICT`) and the image it
+    segments, by name and by id (:func:`napari_pix2rep.io.layer_meta.image_id`, so the
+    result still finds the image when it is renamed meanwhile)."""
 
     kind: str
     image: str
+    image_id: str | None = None
 
 
 class SegmentationSession:
@@ -185,7 +187,7 @@ class SegmentationSession:
         """The image an annotation layer was painted on: the one the dock made it for
         when that is open (in ``images``) on the same grid -- ED's annotations chosen for
         ES teach on ED and are carried to ES -- else ``image``."""
-        painted_on = find_layer(images, linked_image(annotation.metadata))
+        painted_on = image_of(images, annotation.metadata)
         if role(annotation.metadata) != ANNOTATION or painted_on is None:
             return image
         return painted_on if _shape(painted_on) == _shape(annotation) else image
@@ -213,7 +215,7 @@ class SegmentationSession:
         for layer in labels:
             if role(layer.metadata) != ANNOTATION or same(layer, annotation):
                 continue
-            img = find_layer(images, linked_image(layer.metadata))
+            img = image_of(images, layer.metadata)
             if img is None or same(img, image) or _shape(img) != _shape(layer):
                 continue
             if np.any(layer.data) or background(layer):
@@ -298,8 +300,8 @@ class SegmentationSession:
         return model_path
 
     # ------------------------------------------------------------------ jobs
-    def start_job(self, kind: str, image_name: str) -> Job:
-        self.job = Job(kind, image_name)
+    def start_job(self, kind: str, image_name: str, image_id: str | None = None) -> Job:
+        self.job = Job(kind, image_name, image_id)
         return self.job
 
     def finish_job(self, result: Any) -> str:

@@ -25,14 +25,26 @@ class Registration:
     """How a slice is registered: control points every ``control_spacing`` pixels,
     ``steps`` Adam steps per level, ``bending`` the weight of the bending penalty.
 
-    The defaults were chosen on the validation patients: a control grid of 6 px (was 8)
-    and bending 0.05 (was 0.1) carry the ES contraction better (few-slice, carried slices
-    only: ES DICE 0.719 -> 0.726, LV EF error 9.5 -> 6.5 points; docs/benchmarks.md).
+    The defaults were chosen on the validation patients: a control grid of 6 px and
+    bending 0.05 carry the ES contraction better than 8 px and 0.1 (few-slice, carried
+    slices only: ES DICE 0.726 against 0.719, LV EF error 6.5 against 9.5 points;
+    docs/benchmarks.md).
     """
 
     control_spacing: int = 6
     steps: int = 80
     bending: float = 0.05
+
+    @classmethod
+    def parse(cls, text: str) -> Registration:
+        """``"GRID,STEPS,BENDING"`` (e.g. ``"6,80,0.05"``); ValueError with one sentence."""
+        try:
+            grid, steps, bending = text.split(",")
+            return cls(int(grid), int(steps), float(bending))
+        except ValueError:
+            raise ValueError(
+                f"Expected the registration as GRID,STEPS,BENDING (e.g. 6,80,0.05), not {text!r}."
+            ) from None
 
 
 @dataclass(frozen=True)

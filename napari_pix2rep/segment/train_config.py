@@ -38,6 +38,12 @@ class TrainConfig:
     eval_every: int = 25
     patience: int = 4
     augment: AugmentConfig = field(default_factory=lambda: FINETUNE_AUGMENT)
+    # adapting a trained zero-click segmenter (the default model) to painted slices: off
+    # by default, as on the validation patients 40 steps at 1e-4, 3e-5 or 1e-5 made the
+    # unpainted slices of some patients worse and none clearly better (docs/benchmarks.md,
+    # "Default model"); the painted slices are kept as painted either way
+    adapt_steps: int = 0
+    adapt_lr: float = 3e-5
     # supervised local contrastive stage before fine-tuning (0 = off)
     local_contrast_steps: int = 0
     local_contrast_lr: float = 1e-4

@@ -25,7 +25,7 @@ from napari_pix2rep.model.device import release_memory, resolve_device
 from napari_pix2rep.model.nets.unet import UNet
 from napari_pix2rep.model.preprocess import PreprocessConfig
 from napari_pix2rep.model.segmenter import Segmenter
-from napari_pix2rep.segment.finetune import fine_tune_iter
+from napari_pix2rep.segment.finetune import adapt_iter, fine_tune_iter
 from napari_pix2rep.segment.probe import fit_linear_probe_iter, training_slices
 from napari_pix2rep.segment.train_config import TrainConfig
 
@@ -47,7 +47,9 @@ def train_segmenter_iter(
 
     ``backbone`` is a pretrained :class:`UNet` (a copy is trained, the original is left
     untouched) or an existing :class:`Segmenter` to continue from (e.g. after the user
-    corrected slices). Yields :class:`Progress`; returns the trained :class:`Segmenter`.
+    corrected slices); a zero-click segmenter (the default model) is adapted
+    (:func:`~napari_pix2rep.segment.finetune.adapt_iter`) whatever ``cfg.mode`` says.
+    Yields :class:`Progress`; returns the trained :class:`Segmenter`.
     """
     cfg = cfg or TrainConfig()
     dev = resolve_device(device)
@@ -69,8 +71,11 @@ def train_segmenter_iter(
     segmenter.to(dev).to(memory_format=torch.channels_last)
     t0 = time.perf_counter()
     slices = training_slices(images, annotations, preprocess, segmenter.backbone.config.stride)
+    adapt = segmenter.zero_click
     try:
-        if cfg.mode == "linear":
+        if adapt:
+            yield from adapt_iter(segmenter, slices, cfg, dev)
+        elif cfg.mode == "linear":
             yield from fit_linear_probe_iter(segmenter, slices, cfg, dev)
         else:
             yield from fine_tune_iter(segmenter, slices, cfg, dev)
@@ -79,7 +84,7 @@ def train_segmenter_iter(
     segmenter.eval().cpu()
     segmenter.meta.update(
         {
-            "mode": cfg.mode,
+            "mode": "adapted" if adapt else cfg.mode,
             "train_config": cfg.to_dict(),
             "annotated_slices": [[s.image, s.index] for s in slices],
             "train_seconds": round(time.perf_counter() - t0, 2),

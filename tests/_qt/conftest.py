@@ -16,6 +16,9 @@ def _pix2rep_settings(tmp_path, monkeypatch):
     monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "pix2rep-settings.ini"))
     monkeypatch.setenv(RECOVERY_ENV, str(tmp_path / "recovery"))
     monkeypatch.delenv("NAPARI_PIX2REP_MODEL", raising=False)
+    # the dock's tests of learning from paint start from the backbone; the default
+    # segmenter's own test sets this variable itself
+    monkeypatch.setenv("NAPARI_PIX2REP_SEGMENTER", "")
 
 
 @pytest.fixture

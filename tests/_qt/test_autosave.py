@@ -132,7 +132,7 @@ def test_killed_napari_painting_comes_back(tmp_path, dock, qtbot, notes):
     bar.restore_button.click()
     (layer,) = L.labels_layers(viewer)
     np.testing.assert_array_equal(np.asarray(layer.data), painted)
-    assert L.role(layer) == L.ANNOTATION and L.linked_image(layer) == image.name
+    assert L.role(layer) == L.ANNOTATION and L.linked_image(viewer, layer) == image.name
     assert layer.metadata[BACKGROUND_KEY] == [4]
     assert list(layer.features["class"]) == CLASSES
     assert not bar.isVisibleTo(widget)  # restored: this layer now owns the entry

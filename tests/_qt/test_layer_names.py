@@ -66,3 +66,43 @@ def test_ed_and_es_layers_are_told_apart(dock, tmp_path):
     # the dock still links each layer to its image by metadata, not by name
     image = viewer.layers["patient131_frame04"]
     assert L.linked_layer(viewer, image, L.SEGMENTATION).name == "ES seg · patient131"
+
+
+def test_renaming_an_image_keeps_its_annotation_and_segmentation(dock, tmp_path):
+    """The dock links layers to their image by the image's id: renaming the image in
+    napari's layer list does not orphan them, and a new image under the old name does
+    not take them."""
+    from napari_pix2rep._qt import layers as L
+    from napari_pix2rep.evaluation.phantom import make_phantom
+    from napari_pix2rep.io.nifti_write import write_nifti
+
+    viewer, widget = dock
+    ph = make_phantom(n_slices=3, size=(32, 32), seed=1)
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    viewer.open(
+        str(write_nifti(first / "scan.nii.gz", ph.image, ph.to_volume(), kind="image")),
+        plugin=PLUGIN,
+    )
+    panel = widget.segment_panel
+    panel.image_combo.setCurrentText("scan")
+    ann = panel.new_annotation_layer()
+    image = viewer.layers["scan"]
+    seg = L.add_labels_for(viewer, image, L.SEGMENTATION, ("bg", "LV"))
+
+    image.name = "patient001 ED"
+    viewer.open(
+        str(write_nifti(second / "scan.nii.gz", ph.image, ph.to_volume(), kind="image")),
+        plugin=PLUGIN,
+    )
+    renamed, newcomer = viewer.layers["patient001 ED"], viewer.layers["scan"]
+    assert L.same(L.linked_layer(viewer, renamed, L.ANNOTATION), ann)
+    assert L.same(L.linked_layer(viewer, renamed, L.SEGMENTATION), seg)
+    assert L.linked_layer(viewer, newcomer, L.ANNOTATION) is None
+    assert L.linked_image(viewer, ann) == "patient001 ED"
+    panel.image_combo.setCurrentText("patient001 ED")
+    assert panel.annotation_combo.currentText() == ann.name
+    assert L.same(panel.segmentation_layer(), seg)
+    panel.image_combo.setCurrentText("scan")
+    assert panel.segmentation_layer() is None

@@ -112,7 +112,7 @@ def test_sidecar_round_trip_and_refusals(tmp_path):
     assert sidecar_path(labels).name == "case_gt.slices.json"
     assert sidecar_path(tmp_path / "x.nii").name == "x.slices.json"
     shape = (2, 5, 8, 8)
-    assert read_background_slices(labels, shape) == set()  # no sidecar: old meaning
+    assert read_background_slices(labels, shape) == set()  # no sidecar: none
     path = write_background_slices(labels, {1, 9}, shape)
     assert '"background_only": [\n  [\n   0,\n   1\n  ],' in path.read_text()
     assert read_background_slices(labels, shape) == {1, 9}
@@ -126,3 +126,26 @@ def test_sidecar_round_trip_and_refusals(tmp_path):
         read_background_slices(labels, shape)
     write_background_slices(labels, set(), shape)
     assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_failed_sidecar_write_keeps_the_previous_sidecar_and_leaves_no_temp(
+    tmp_path, monkeypatch
+):
+    from napari_pix2rep.annotate.annotations import read_background_slices, sidecar_path
+    from napari_pix2rep.annotate.annotations import write_background_slices as write
+    from napari_pix2rep.io.outputs import OutputError
+
+    labels, shape = tmp_path / "case_gt.nii.gz", (4, 8, 8)
+    write(labels, {1}, shape)
+    before = sidecar_path(labels).read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full_disk)  # written, then the disk is full
+    with pytest.raises(OutputError, match="the disk is full; the previous case_gt.slices.json"):
+        write(labels, {2}, shape)
+    monkeypatch.undo()
+    assert sidecar_path(labels).read_bytes() == before
+    assert read_background_slices(labels, shape) == {1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case_gt.slices.json"]

@@ -1,5 +1,5 @@
-"""Issue 23: the 13 ways user data was overwritten or a wrong number printed silently,
-each refused, warned about or now right. Synthetic DICOM (pydicom) and NIfTI (nibabel)
+"""Issue 23: 13 ways user data could be overwritten or a wrong number printed silently,
+each refused, warned about or handled right. Synthetic DICOM (pydicom) and NIfTI (nibabel)
 made in the test; no real data."""
 
 from __future__ import annotations

@@ -250,17 +250,15 @@ def test_stale_temps_of_a_killed_run_are_cleaned_on_the_next_run(files, tmp_path
     killed = out / f".heart_seg.nii.gz.{host}.{dead_pid()}.0123abcd.tmp.nii.gz"
     running = out / f".x.pt.{host}.{os.getpid()}.89abcdef.tmp"  # a live writer's
     other_host = out / ".x.pt.elsewhere.1.00000000.tmp"  # maybe alive there
-    legacy_old = out / ".bb.pt.k2j_x9a0.tmp"  # mkstemp name of earlier versions
     not_ours = out / ".notes.tmp"
-    for p in (killed, running, other_host, legacy_old, not_ours):
+    for p in (killed, running, other_host, not_ours):
         p.write_bytes(b"x")
     hour_ago = time.time() - 3600
-    os.utime(legacy_old, (hour_ago, hour_ago))
     os.utime(not_ours, (hour_ago, hour_ago))
     argv = ["predict", "--model", str(files["seg"]), files["image"], "--out-dir", str(out)]
     assert main([*argv, "--device", "cpu"]) == 0
     left = {p.name for p in out.iterdir()}
-    assert killed.name not in left and legacy_old.name not in left
+    assert killed.name not in left
     assert {running.name, other_host.name, not_ours.name, "heart_seg.nii.gz"} == left
     os.utime(other_host, (hour_ago, hour_ago))  # no save takes an hour
     assert clean_stale_temps(out) == [other_host]

@@ -31,7 +31,7 @@ def test_few_slice_on_three_validation_patients_stays_above_the_floor(acdc_root)
     backbone, preprocess, _ = load_backbone(default_backbone_path())
     loaded = [LoadedCase.load(cases[p]) for p in PATIENTS]
     settings = SegmentSettings(training={"mode": "linear"})
-    rows = few_slice(backbone, preprocess, loaded, settings, "cpu")
+    rows = few_slice((backbone, preprocess), loaded, settings, "cpu")
     means = {(r["case"], r["phase"]): r["mean"] for r in rows}
     assert len(means) == 6
     assert np.mean(list(means.values())) >= 0.74, means

@@ -58,7 +58,7 @@ def test_annotation_loop_adds_the_worst_slice_each_round(cases, tiny_backbone_fi
     backbone, pre, _ = load_backbone(tiny_backbone_file)
     case = LoadedCase.load(cases[0])
     settings = SegmentSettings(training={"mode": "linear", "probe_steps": 20})
-    rows = annotation_loop(backbone, pre, [case], settings, rounds=2, device="cpu")
+    rows = annotation_loop((backbone, pre), [case], settings, rounds=2, device="cpu")
     assert [r["round"] for r in rows] == [0, 1, 2] and [r["painted"] for r in rows] == [2, 3, 4]
     given = few_slice_given(case.ed_gt.data)
     added = [tuple(r["next"]) for r in rows[:-1]]
@@ -87,11 +87,11 @@ def test_segment_phases_carries_ed_paint_to_es(cases, tiny_backbone_file, monkey
 
     monkeypatch.setattr(training, "train_segmenter_iter", spy)
     settings = SegmentSettings(training={"mode": "linear", "probe_steps": 10})
-    ed, es, _ = protocols.segment_phases(backbone, pre, case, labels, None, settings, "cpu")
+    ed, es, _ = protocols.segment_phases((backbone, pre), case, labels, None, settings, "cpu")
     # ED's segmenter learns from the ED paint; ES's also from that paint carried to ES
     assert seen == [[given], [given, given]]
     assert ed.labels.shape == case.ed.data.shape and es.labels.shape == case.es.data.shape
     seen.clear()
     alone = SegmentSettings(training=settings.training, propagate=False)
-    protocols.segment_phases(backbone, pre, case, labels, None, alone, "cpu")
+    protocols.segment_phases((backbone, pre), case, labels, None, alone, "cpu")
     assert seen == [[given]]

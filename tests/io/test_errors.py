@@ -42,3 +42,32 @@ def test_out_of_memory_is_one_sentence_with_the_amount():
             "or batch size, or choose the CPU."
         )
     assert error_message(MemoryError()).startswith("The device ran out of memory: use")
+
+
+def test_the_same_helper_gives_clauses_and_each_callers_memory_advice():
+    assert error_message(ValueError("Bad gzip file.\ndetails"), clause=True) == "Bad gzip file"
+    assert error_message(EOFError(), clause=True) == "EOFError"
+    assert error_message(RuntimeError("x" * 500), clause=True, limit=80) == "x" * 80
+    advice = "the computer {oom}: try --device cpu."
+    assert (
+        error_message(MemoryError(), oom=advice)
+        == "the computer ran out of memory: try --device cpu."
+    )
+    assert error_message(ValueError("fine."), oom=advice) == "fine."
+
+
+def test_every_copy_goes_through_the_one_helper():
+    """No module but io/errors turns an exception's text into a first line by itself."""
+    import re
+    from pathlib import Path
+
+    import napari_pix2rep
+
+    root = Path(napari_pix2rep.__file__).parent
+    own = re.compile(r"str\((e|exc|err)\)\.strip\(\)\.(splitlines|rstrip)")
+    copies = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "errors.py" and own.search(p.read_text(encoding="utf-8"))
+    ]
+    assert copies == []

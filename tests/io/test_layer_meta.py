@@ -19,6 +19,7 @@ def test_role_metadata_links_a_new_layer_to_its_image_and_copies_the_header():
 
     from napari_pix2rep.io.layer_meta import (
         ANNOTATION,
+        ID_KEY,
         METADATA_KEY,
         SEGMENTATION,
         find_layer,
@@ -40,6 +41,7 @@ def test_role_metadata_links_a_new_layer_to_its_image_and_copies_the_header():
     assert with_classes(meta, ["bg", "RV"]) == {
         "role": ANNOTATION,
         "image": "scan",
+        "image_id": image_meta[ID_KEY],
         "classes": ["bg", "RV"],
     }
     assert (
@@ -63,3 +65,61 @@ def test_role_metadata_links_a_new_layer_to_its_image_and_copies_the_header():
     assert linked_layer([small, seg], image, SEGMENTATION) is seg  # on the image's grid only
     assert linked_layer([seg], image, ANNOTATION) is None
     assert find_layer([small, seg], "s") is seg and find_layer([seg], "") is None
+
+
+def _layer(name, data, metadata):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=name, data=data, metadata=metadata)
+
+
+def test_renaming_the_image_keeps_its_annotation_and_segmentation_linked():
+    from napari_pix2rep.io.layer_meta import (
+        ANNOTATION,
+        ID_KEY,
+        SEGMENTATION,
+        image_of,
+        linked_layer,
+        role_metadata,
+    )
+
+    ph = make_phantom(n_slices=3, size=(32, 32), seed=1)
+    image = _layer("scan", ph.image, volume_metadata(ph.to_volume()))
+    ann = _layer("ann", ph.labels, role_metadata(image.metadata, ANNOTATION, "scan", None))
+    seg = _layer("seg", ph.labels, role_metadata(image.metadata, SEGMENTATION, "scan", None))
+    assert ID_KEY in image.metadata and ID_KEY not in ann.metadata  # the id is the image's
+    image.name = "patient001 ED"  # renamed in napari's layer list
+    other = _layer("scan", ph.image, volume_metadata(ph.to_volume()))  # a new image, old name
+    layers = [other, image, ann, seg]
+    assert linked_layer(layers, image, ANNOTATION) is ann
+    assert linked_layer(layers, image, SEGMENTATION) is seg
+    assert linked_layer(layers, other, ANNOTATION) is None
+    assert image_of(layers, ann.metadata) is image
+
+
+def test_links_without_an_id_fall_back_to_the_name_and_copies_to_the_stored_name():
+    from napari_pix2rep.io.layer_meta import (
+        ANNOTATION,
+        ID_KEY,
+        image_of,
+        linked_layer,
+        role_metadata,
+    )
+
+    ph = make_phantom(n_slices=3, size=(32, 32), seed=1)
+    image = _layer("scan", ph.image, volume_metadata(ph.to_volume()))
+    older = role_metadata(image.metadata, ANNOTATION, "scan", None)
+    del older["pix2rep"]["image_id"]  # a link stored without an id
+    ann = _layer("ann", ph.labels, older)
+    assert linked_layer([image, ann], image, ANNOTATION) is ann
+    image.name = "renamed"
+    assert linked_layer([image, ann], image, ANNOTATION) is None  # only the name linked it
+
+    # napari's "duplicate layer" copies the metadata, id included: the stored name decides
+    ann = _layer("ann", ph.labels, role_metadata(image.metadata, ANNOTATION, "renamed", None))
+    copy = _layer("renamed copy", ph.image, {**image.metadata})
+    assert copy.metadata[ID_KEY] == image.metadata[ID_KEY]
+    assert image_of([copy, image, ann], ann.metadata) is image
+    # an id whose image is closed: the image now open under the stored name
+    reopened = _layer("renamed", ph.image, volume_metadata(ph.to_volume()))
+    assert image_of([reopened, ann], ann.metadata) is reopened

@@ -69,6 +69,20 @@ def test_clean_up_keeps_the_component_in_the_heart_region_even_when_smaller():
     assert (kept[:, 5:10, 5:10] == 3).all() and not (kept == 1).any()
 
 
+def test_a_stray_blob_bigger_than_the_rv_does_not_erase_the_rv():
+    """The heart step runs first and the per-class step sees only what is left, so a
+    large RV-labelled blob far from the heart cannot take the true RV's place."""
+    lab = np.zeros((3, 40, 40), np.uint8)
+    lab[:, 10:16, 4:10] = 1  # RV, touching the myocardium
+    lab[:, 8:18, 10:12] = 2  # MYO
+    lab[:, 10:16, 12:18] = 3  # LV
+    lab[:, 28:35, 28:35] = 1  # a stray RV blob: larger than the RV, smaller than the heart
+    out = largest_component(lab, 4)
+    assert (out[:, 10:16, 4:10] == 1).all()
+    assert not out[:, 28:35, 28:35].any()
+    assert (out[:, 10:16, 12:18] == 3).all()
+
+
 def test_prediction_on_a_region_is_background_outside_and_matches_inside(random_segmenter):
     from napari_pix2rep.segment.localise import HeartRegion
 

@@ -115,7 +115,9 @@ def test_the_dock_the_cli_and_the_benchmarks_give_the_same_masks(
     }
     backbone, pre, _ = load_backbone(tiny_backbone_file)
     settings = SegmentSettings(training=TrainConfig(**TRAINING))
-    ed, es, _ = segment_phases(backbone, pre, loaded, labels, None, settings, "cpu", ({bg}, set()))
+    ed, es, _ = segment_phases(
+        (backbone, pre), loaded, labels, None, settings, "cpu", ({bg}, set())
+    )
     for phase, bench in (("ED", ed.labels), ("ES", es.labels)):
         np.testing.assert_array_equal(cli[phase], bench, err_msg=phase)
         np.testing.assert_array_equal(_dock(tiny_backbone_file, case, phase), bench)
@@ -173,15 +175,42 @@ def test_a_zero_click_segmenter_predicts_unpainted_and_adapts_to_paint(zero_clic
     painted = np.zeros_like(ph.labels)
     painted[0, 2] = ph.labels[0, 2]
     painted[0, 2, :5, :5] = 1  # a stroke the model would not predict
-    fast = SegmentSettings(training={"ft_steps": 3, "crop": 64, "batch_size": 2}, localise=False)
+    fast = SegmentSettings(training={"adapt_steps": 3, "crop": 64, "batch_size": 2})
     _, adapted = drive(segment_iter([cine], [Annotation(painted)], zero_click, fast))
     seg = adapted.segmenters[0]
     assert adapted.trained and adapted.report.images[0].how == "adapted"
-    assert seg is not zero_click and seg.meta["mode"] == "finetune"
-    assert seg.meta["segment_settings"]["training"]["ft_steps"] == 3
+    assert seg is not zero_click and seg.meta["mode"] == "adapted"
+    assert seg.meta["segment_settings"]["training"]["adapt_steps"] == 3
+    assert adapted.report.images[0].region is None  # the whole view, as it was trained
+    assert not adapted.report.images[0].carried
     changed = [not torch.equal(a, b) for a, b in zip(seg.parameters(), zero_click.parameters())]
     assert any(changed)  # fine-tuned from the zero-click weights
     np.testing.assert_array_equal(adapted.masks[0].labels[0, 2], painted[0, 2])  # as painted
+
+
+def test_a_motion_cue_in_doubt_falls_back_to_the_whole_view_and_says_so(zero_click):
+    import copy
+
+    other = copy.deepcopy(zero_click)
+    other.meta[ZERO_CLICK_KEY] = False  # a segmenter that localises by motion
+    rng = np.random.default_rng(0)
+    noise = Scan(rng.normal(size=(4, 3, 48, 48)).astype(np.float32), (1, 8, 1.5, 1.5), "noise")
+    out = segment([noise], [None], other, SegmentSettings())
+    image = out.report.images[0]
+    assert out.regions[0] is None and image.region is None
+    assert any("whole view was segmented" in n for n in image.notes)
+
+
+def test_an_empty_mask_is_never_silent(zero_click):
+    import copy
+
+    blind = copy.deepcopy(zero_click)
+    with torch.no_grad():
+        blind.head.conv.bias[0] = 100.0  # background wins everywhere
+    ph = make_phantom(n_slices=3, size=(32, 32), seed=9)
+    out = segment([Scan(ph.image, ph.spacing, "ED")], [None], blind, SegmentSettings())
+    assert not out.masks[0].labels.any()
+    assert any("empty" in n for n in out.report.images[0].notes)
 
 
 def test_settings_are_values_in_the_report_and_the_model_file(tiny_backbone_file):
@@ -289,7 +318,7 @@ def test_the_recipe_reaches_a_dice_floor_that_broken_labels_fall_below(case, tin
     painted = labels.reshape(len(labels), -1).any(1)
 
     def dice(lab):
-        ed, es, _ = segment_phases(backbone, pre, loaded, lab, None, settings, "cpu")
+        ed, es, _ = segment_phases((backbone, pre), loaded, lab, None, settings, "cpu")
         unpainted = np.broadcast_to(~painted[:, None, None], lab.shape)
         ed_dice = score(ed.labels, loaded.ed_gt.data, unpainted)["mean"]
         return (ed_dice + score(es.labels, loaded.es_gt.data)["mean"]) / 2

@@ -182,10 +182,6 @@ class UNet(nn.Module):
         ]
         return self.out(torch.cat([*column, levels[-1]], dim=1) if column else levels[-1])
 
-    @property
-    def feature_dim(self) -> int:
-        return self.config.out_channels
-
 
 def project_levels(
     levels: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor | None
