@@ -157,8 +157,8 @@ def report(payload: dict) -> str:
             lines.append([r, *(f"{stats[k]:.3f}" for k in ("ED", "ES", "mean", "worst"))])
             lines[-1].append(str(stats["worse_than_before"]))
         parts.append(
-            "\ncorrection loop, every round on the same slices (never painted by the last "
-            "round):\n\n"
+            f"\ncorrection loop on {len(payload['loop_patients'])} of these patients, every "
+            "round on the same slices (never painted by the last round):\n\n"
             + table(["painted", "ED", "ES", "mean", "worst patient", "patients worse"], lines)
         )
     if "sunnybrook" in payload:
@@ -168,9 +168,9 @@ def report(payload: dict) -> str:
             f"LV {sb['LV']:.3f}, MYO {sb['MYO']:.3f}, mean {sb['mean']:.3f} "
             f"({sb['seconds']:.1f} s)."
         )
-    if "command" in payload:
+    if "command_seconds" in payload:
         for name in ("zero", "painted"):
-            s = [r["s"] for r in payload["command"] if r["protocol"] == name]
+            s = [r["s"] for r in payload["command_seconds"] if r["protocol"] == name]
             parts.append(
                 f"\n`pix2rep segment` ED + ES, {name}: {np.mean(s):.1f} s mean, "
                 f"{max(s):.1f} s worst ({len(s)} patients, whole command)."
@@ -249,11 +249,12 @@ def main() -> None:
             seg, loop_cases, settings, args.rounds, args.device, show, with_zero=True
         )
         payload["loop"] = rows
+        payload["loop_patients"] = [c.case.id for c in loop_cases]
         payload["loop_rounds"] = _loop_rounds(rows)
     if "sunnybrook" in todo and Path(args.series).is_dir():
         payload["sunnybrook"] = sunnybrook(seg, settings, args.device, Path(args.series))
     if "command" in todo:
-        payload["command"] = command_seconds(
+        payload["command_seconds"] = command_seconds(
             str(path), cases[: args.command_patients], args.device
         )
     write_results(args.out, tagged("default_model", args.tag), payload, report(payload))

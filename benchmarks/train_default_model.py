@@ -59,7 +59,8 @@ def main() -> int:
     if args.ship:
         run = SupervisedRun.load(state, torch.device("cpu"))
         out = atomic_torch_save(shipped_segmenter(run, use_best=not args.last), args.ship)
-        print(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB) from step {run.step}.")
+        step = torch.load(out, weights_only=True)["meta"]["steps"]
+        print(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB): the weights of step {step}.")
         return 0
     pool, val = split_validation(list_cases(args.root))
     if args.val_cases is not None:
