@@ -5,8 +5,10 @@ Every protocol runs the Segment recipe (as the dock and ``pix2rep segment`` do) 
 default segmenter (``--segmenter``, default: the shipped ``models/pix2rep_cardiac_acdc.pt``):
 
 - ``zero``: nothing painted; DICE on every ED and ES slice; LV / RV EF error.
-- ``few``: two painted ED slices adapt the model; DICE on the unpainted ED slices and all
-  of ES, and the zero-click DICE on the same voxels (patients made worse by painting).
+- ``few``: two painted ED slices (kept as painted; they adapt the model only with
+  ``--adapt-steps`` > 0, else the unpainted voxels are the zero-click ones by
+  construction); DICE on the unpainted ED slices and all of ES, and the zero-click DICE
+  on the same voxels (patients made worse by painting).
 - ``loop``: the annotation loop from two painted ED slices, three perfect corrections of
   the worst slice; every round (and zero clicks) scored on the same slices, those never
   painted by the last round; patients made worse per round.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class _Watched:
         self.key = key
         self.timer = timer
         self.dirty = False
+        self.edited_at: float | None = None  # time.time() of the last edit
         self.callbacks: list[tuple[Any, Any]] = []
 
 
@@ -117,6 +119,7 @@ class Autosaver(QObject):
 
     def _changed(self, w: _Watched) -> None:
         w.dirty = True
+        w.edited_at = time.time()
         if not w.timer.isActive():
             w.timer.start()
 
@@ -136,6 +139,7 @@ class Autosaver(QObject):
             "layer_name": layer.name,
             "classes": classes,
             "background": background,
+            "edited_at": w.edited_at,
         }
         future = self._pool.submit(R.save_recovery, *args, **kwargs)
         future.add_done_callback(self._written)

@@ -137,18 +137,30 @@ def save_recovery(
     layer_name: str,
     classes: Sequence[str],
     background: Collection[int] = (),
+    edited_at: float | None = None,
 ) -> Path | None:
     """Write (atomically) the entry of one annotation layer; returns its path.
 
     ``labels`` is the layer's data, ``(z, y, x)`` or ``(t, z, y, x)``; ``background`` its
     background-only slices (flat indices). A layer with nothing annotated (all zero, no
     background-only slice) has nothing to recover: its entry is removed, None returned.
+    ``edited_at`` (``time.time()`` of the edit these labels hold): when the layer was saved
+    normally after that (:func:`forget_saved`), the labels are saved already and nothing is
+    written (None).
     Raises :class:`napari_pix2rep.io.outputs.OutputError` when the folder cannot be written.
     """
     labels = np.asarray(labels)
     if labels.ndim not in (3, 4):
         raise RecoveryError(f"Only 3D or 4D labels are autosaved, not shape {labels.shape}.")
     path = entry_path(folder, source_path, key)
+    saved = _saved_marker(path)
+    if edited_at is not None and saved.is_file():
+        try:
+            if float(saved.read_text()) >= edited_at:
+                return None
+        except (OSError, ValueError):
+            pass
+    saved.unlink(missing_ok=True)
     n_slices = int(np.prod(labels.shape[:-2]))
     flat = sorted(int(i) for i in background if 0 <= int(i) < n_slices)
     if not flat and not labels.any():
@@ -266,4 +278,12 @@ def forget_saved(metadata: Mapping[str, Any] | None, source_path: str | None) ->
         return False
     existed = path.exists()
     remove_recovery(path)
+    # an autosave of an edit made before this save, still pending, must not bring it back
+    stamp = str(time.time()).encode()
+    atomic_write(_saved_marker(path), lambda fh: fh.write(stamp))
     return existed
+
+
+def _saved_marker(entry: Path) -> Path:
+    """Beside an entry: when its layer was last saved normally (``time.time()`` as text)."""
+    return entry.with_suffix(".saved")

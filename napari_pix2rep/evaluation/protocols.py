@@ -317,13 +317,14 @@ def annotation_loop(
                 background,
             )
             preds = {"ED": ed.labels, "ES": es.labels}
+            n_painted = len(painted["ED"]) + len(painted["ES"])
             nxt = None
             if r < rounds:
                 wrong, ph, z = _worst_slice(preds, truth, painted)
                 if wrong > 0:
                     painted[ph].add(z)
                     nxt = [ph, z]
-            runs.append((r, 2 + r, preds, train_s, time.perf_counter() - t0, nxt))
+            runs.append((r, n_painted, preds, train_s, time.perf_counter() - t0, nxt))
         for r, n, preds, train_s, seconds, nxt in runs:
             row = {"case": c.case.id, "round": r, "painted": n, "train_s": round(train_s, 2)}
             row["seconds"] = round(seconds, 2)

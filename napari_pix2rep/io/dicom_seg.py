@@ -403,6 +403,13 @@ def _write(
             ) from exc
         suffix = f"_frame{t:02d}" if source.is_4d else ""
         built.append((out / f"{source.name}_seg{suffix}.dcm", seg))
+    folder = Path(series).expanduser().resolve()
+    folder = folder if folder.is_dir() else folder.parent
+    if out.resolve() == folder or folder in out.resolve().parents:
+        raise DicomSegError(
+            f"{out} is the series' own folder (or inside it): the SEG files would become part "
+            "of the series the next time it is read; choose another --out-dir."
+        )
     check_outputs([(path, "--out-dir") for path, _ in built], [series], overwrite=overwrite)
     existed = {path for path, _ in built if path.exists()}
     written: list[Path] = []

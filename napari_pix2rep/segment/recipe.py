@@ -312,7 +312,7 @@ class _Run:
         seg = yield from self.timed("train", gen)
         if seg is None:
             raise _Stopped
-        seg.meta["segment_settings"] = self.settings.to_dict()
+        seg.meta["segment_settings"] = {**self.settings.to_dict(), "training": self.cfg.to_dict()}
         return seg
 
     # ---------------------------------------------------------------- predict, fuse
@@ -437,7 +437,7 @@ def segment_iter(
         release_memory(run.device)
     regions = {t: run.region(t) for t in targets}
     segmenters = {t: run.used.get(t, model) for t in targets}
-    trained = run.plan != PREDICT
+    trained = any(t in run.used for t in targets)
     return SegmentOutcome(masks, segmenters, regions, run.report(targets), False, trained)
 
 

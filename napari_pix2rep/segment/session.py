@@ -253,7 +253,6 @@ class SegmentationSession:
         so painting meanwhile changes nothing; its background-only slices) or None.
         ``kwargs``: ``target`` (the index of ``image``), ``settings`` and ``device``.
         """
-        train = settings.train
         layers: list[tuple[Any, Any]] = []
         for img, ann in pairs:
             if not any(same(img, seen) for seen, _ in layers):
@@ -267,7 +266,7 @@ class SegmentationSession:
             None
             if ann is None
             else Annotation(
-                np.array(ann.data, copy=True) if train else np.asarray(ann.data),
+                np.array(ann.data, copy=True),  # painting meanwhile changes nothing
                 frozenset(background(ann)),
             )
             for _, ann in layers

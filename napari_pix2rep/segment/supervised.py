@@ -161,6 +161,7 @@ class SupervisedRun:
             "optimizer": self.opt.state_dict(),
             "crop_gen": self.crop_gen.get_state(),
             "aug_gen": self.aug_gen.get_state(),
+            "aug_device": self.device.type,
             "step": self.step,
             "log": self.log,
             "best": self.best,
@@ -171,6 +172,9 @@ class SupervisedRun:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device) -> SupervisedRun:
+        """The run saved at ``path``, on ``device``. On another kind of device than it
+        was saved on (a GPU run shipped or continued on a CPU) the augmentation generator
+        restarts from its seed: the rest of the state is exact, the trajectory differs."""
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if obj.get("format") != "napari-pix2rep/supervised-run":
             raise ValueError(f"{path} is not a supervised training state.")
@@ -183,7 +187,8 @@ class SupervisedRun:
             run.projector.load_state_dict(obj["projector"])
         run.opt.load_state_dict(obj["optimizer"])
         run.crop_gen.set_state(obj["crop_gen"])
-        run.aug_gen.set_state(obj["aug_gen"])
+        if obj.get("aug_device", "cpu") == device.type:  # a GPU's generator state fits no CPU
+            run.aug_gen.set_state(obj["aug_gen"])
         run.step, run.log, run.best = obj["step"], obj["log"], obj["best"]
         return run
 

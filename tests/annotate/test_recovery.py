@@ -113,3 +113,23 @@ def test_a_normal_save_forgets_the_autosave(tmp_path):
     (written,) = write_labels(str(tmp_path / "saved.nii.gz"), _painted(), {"metadata": meta})
     assert os.path.exists(written)
     assert [e.key for e in R.list_recoveries(tmp_path / "rec", img)] == ["other"]
+
+
+def test_a_pending_autosave_of_an_edit_before_a_normal_save_does_not_bring_it_back(tmp_path):
+    import time
+
+    labels = np.zeros((2, 8, 8), np.uint8)
+    labels[1, 2:4, 2:4] = 3
+    folder, source = tmp_path / "rec", tmp_path / "scan.nii.gz"
+    kw = {"image_name": "scan", "layer_name": "scan annotations", "classes": ("bg", "LV")}
+    edited = time.time()
+    path = R.save_recovery(folder, source, "k1", labels, edited_at=edited, **kw)
+    assert path is not None and path.is_file()
+    meta = {R.RECOVERY_KEY: R.entry_metadata(folder, "k1")}
+    assert R.forget_saved(meta, str(source)) and not path.exists()
+    # the autosave timer fires after the save with the labels of the earlier edit
+    assert R.save_recovery(folder, source, "k1", labels, edited_at=edited, **kw) is None
+    assert not R.list_recoveries(folder, source)
+    # a new edit after the save is autosaved again
+    again = R.save_recovery(folder, source, "k1", labels, edited_at=time.time() + 1, **kw)
+    assert again is not None and again.is_file()
