@@ -255,7 +255,8 @@ def test_segment_inputs_for_training_and_prediction():
     args, kwargs = session.segment_inputs("seg.pt", ed, pairs[2:], settings=predict, device="auto")
     assert [s.name for s in args[1]] == ["moved", "other", "ED"] and args[2][2] is None
     assert kwargs["target"] == 2 and kwargs["settings"] is predict
-    assert args[2][0].labels is pairs[2][1].data  # not copied: nothing trains
+    assert args[2][0].labels is not pairs[2][1].data  # a copy: painting meanwhile changes
+    np.testing.assert_array_equal(args[2][0].labels, pairs[2][1].data)  # nothing in the job
 
 
 # ------------------------------------------------------------------ jobs and the segmenter
