@@ -102,15 +102,7 @@ def registration(text: str) -> Registration:
 def pipeline_settings(args: argparse.Namespace, training: TrainConfig) -> SegmentSettings:
     """The recipe's settings of ``add_pipeline_flags`` (and ``--cleanup``, when the script
     has it) with ``training``."""
-    return SegmentSettings(
-        training=training,
-        localise=args.localise,
-        propagate=args.propagate,
-        fuse=args.fuse,
-        fuse_weight=args.fuse_weight,
-        registration=args.registration,
-        cleanup=getattr(args, "cleanup", True),
-    )
+    return SegmentSettings.from_flags(args, training)
 
 
 def describe_pipeline(settings: SegmentSettings) -> str:

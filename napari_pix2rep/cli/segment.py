@@ -138,22 +138,14 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from napari_pix2rep.segment.settings import Registration, SegmentSettings
+    from napari_pix2rep.segment.settings import SegmentSettings
 
     training = {"mode": args.mode, "seed": args.seed}
     if args.steps:
         training |= {"probe_steps": args.steps, "ft_steps": args.steps}
     if args.adapt_steps is not None:
         training["adapt_steps"] = args.adapt_steps
-    return SegmentSettings(
-        training=training,
-        localise=args.localise,
-        propagate=args.propagate,
-        fuse=args.fuse,
-        fuse_weight=args.fuse_weight,
-        registration=args.registration or Registration(),
-        cleanup=args.cleanup,
-    )
+    return SegmentSettings.from_flags(args, training)
 
 
 def _model(path: str | None, painted: bool):

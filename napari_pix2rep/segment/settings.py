@@ -83,6 +83,21 @@ class SegmentSettings:
         if not 0.0 <= self.fuse_weight <= 1.0:
             raise ValueError(f"The fusion weight must be between 0 and 1, not {self.fuse_weight}.")
 
+    @classmethod
+    def from_flags(cls, flags: Any, training: Mapping[str, Any] | Any) -> SegmentSettings:
+        """The settings of command-line ``flags`` (an ``argparse.Namespace`` with
+        ``localise``, ``propagate``, ``fuse``, ``fuse_weight``, ``registration`` and,
+        optionally, ``cleanup``: ``pix2rep segment`` and the benchmarks) with ``training``."""
+        return cls(
+            training=training,
+            localise=flags.localise,
+            propagate=flags.propagate,
+            fuse=flags.fuse,
+            fuse_weight=flags.fuse_weight,
+            registration=flags.registration or Registration(),
+            cleanup=getattr(flags, "cleanup", True),
+        )
+
     @property
     def mode(self) -> str:
         """ "linear" (a linear probe on the frozen backbone) or "finetune"."""
