@@ -27,6 +27,13 @@ EXIT_INTERRUPTED = 130
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+#: The end of every ``--labels`` help: the background-only sidecar (docs/annotations.md).
+SIDECAR_HELP = (
+    "Its LAB.slices.json sidecar, when there is one, lists background-only slices "
+    "(docs/annotations.md)."
+)
+
+
 class CliError(Exception):
     """An error whose message is shown to the user as is."""
 

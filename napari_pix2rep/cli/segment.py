@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from napari_pix2rep.cli.common import (
+    SIDECAR_HELP,
     CliError,
     StopOnSignal,
     add_device,
@@ -60,8 +61,7 @@ def add_segment(sub) -> None:
         "--labels",
         action=_Labels,
         metavar="LAB",
-        help="Painted slices of the --image before it, on its grid; its LAB.slices.json "
-        "sidecar, when there is one, lists background-only slices (docs/annotations.md).",
+        help=f"Painted slices of the --image before it, on its grid. {SIDECAR_HELP}",
     )
     p.add_argument("--out-dir", required=True, metavar="DIR")
     p.add_argument(

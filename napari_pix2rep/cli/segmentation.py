@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 from napari_pix2rep.cli.common import (
+    SIDECAR_HELP,
     CliError,
     StopOnSignal,
     add_device,
@@ -34,8 +35,7 @@ def add_train(sub) -> None:
         action="append",
         required=True,
         metavar="LAB",
-        help="Labels on the image's grid; one --labels per --image. Its LAB.slices.json "
-        "sidecar, when there is one, lists background-only slices (docs/annotations.md).",
+        help=f"Labels on the image's grid; one --labels per --image. {SIDECAR_HELP}",
     )
     p.add_argument("--out", required=True, metavar="SEG.pt")
     p.add_argument(
