@@ -7,12 +7,14 @@ given). The clinician's loop in the dock, measured.
 
     python benchmarks/few_slice.py --data ../shared/data/acdc [--modes linear,finetune]
         [--no-localise] [--no-propagate] [--no-fuse] [--registration G,S,B]
-        [--fuse-weight W] [--patients N]
+        [--fuse-weight W] [--patients N] [--probe-head linear|hypercolumn|...]
+        [--probe-lr LR] [--probe-steps N]
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 from common import (
@@ -33,6 +35,7 @@ from common import (
     write_results,
 )
 
+from napari_pix2rep.core.choices import PROBE_HEADS
 from napari_pix2rep.evaluation.protocols import few_slice, summarise
 
 
@@ -53,12 +56,30 @@ def main() -> None:
     p.add_argument(
         "--patients", type=int, default=0, help="About N, spread over the groups (0 = all 20)."
     )
+    p.add_argument(
+        "--probe-head",
+        choices=PROBE_HEADS,
+        default=None,
+        help="What the linear probe reads (default: TrainConfig's, the shipped one).",
+    )
+    p.add_argument("--probe-lr", type=float, default=None, help="The probe's Adam rate.")
+    p.add_argument("--probe-steps", type=int, default=None, help="The probe's Adam steps.")
     add_pipeline_flags(p)
     args = p.parse_args()
     backbone, pre, model_name = pix2rep_backbone(args)
     _, val_cases = load_split(args.data, args.quick)
     val = load_cases(spread_subset(val_cases, args.patients))
     recipes = train_configs(args.quick)
+    probe = {
+        k: v
+        for k, v in (
+            ("probe_head", args.probe_head),
+            ("probe_lr", args.probe_lr),
+            ("probe_steps", args.probe_steps),
+        )
+        if v is not None
+    }
+    recipes = {m: replace(r, **probe) for m, r in recipes.items()}
     runs = {}
     todo = [(f"pix2rep-{m}", backbone, recipes[m]) for m in args.modes.split(",")]
     if args.baseline:

@@ -14,6 +14,7 @@ DICE per volume, native grid). Labels are drawn from the other patients, one pat
 group per drawn patient.
 
     python benchmarks/one_shot.py --data ../shared/data/acdc [--simclr runs/simclr.pt]
+        [--probe-head linear|hypercolumn|...]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ from common import (
     write_results,
 )
 
+from napari_pix2rep.core.choices import PROBE_HEADS
 from napari_pix2rep.evaluation.protocols import evaluate, summarise, train_on_cases
 from napari_pix2rep.model.segmenter import load_backbone
 
@@ -59,6 +62,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="Keep the heart's largest 3D components (the default).",
+    )
+    p.add_argument(
+        "--probe-head",
+        choices=PROBE_HEADS,
+        default=None,
+        help="What the linear probe reads (default: TrainConfig's, the shipped one).",
     )
     # the 2026-11-22 tables of docs/benchmarks.md used --no-localise
     add_localise_flag(p, "the ED/ES motion, as `pix2rep predict ED ES` does")
@@ -89,6 +98,8 @@ def main() -> None:
         net, spre, _ = load_backbone(args.simclr)
         sources["simclr"] = (net, spre)
     recipes = train_configs(args.quick)
+    if args.probe_head:
+        recipes = {m: replace(r, probe_head=args.probe_head) for m, r in recipes.items()}
     pool, val_cases = load_split(args.data, args.quick)
     val = load_cases(val_cases)
     runs = []

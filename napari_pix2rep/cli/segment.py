@@ -24,6 +24,7 @@ from napari_pix2rep.cli.common import (
     sigterm_interrupts,
 )
 from napari_pix2rep.cli.segmentation import Stopped, background_slices, load_pair, predict_targets
+from napari_pix2rep.core.choices import PROBE_HEADS
 from napari_pix2rep.core.progress import Progress, format_duration
 
 
@@ -74,6 +75,14 @@ def add_segment(sub) -> None:
     add_device(p)
     add_seed(p, 0)
     p.add_argument("--steps", type=int, default=None, help="Training steps (default: 300).")
+    p.add_argument(
+        "--probe-head",
+        choices=PROBE_HEADS,
+        default=None,
+        help="What the linear probe on a backbone reads: its 64-channel output (linear, "
+        "the default) or every level of the U-Net (hypercolumn: more DICE, worse LV EF "
+        "on the validation patients; docs/benchmarks.md).",
+    )
     for flag, what in (
         ("localise", "Segment the heart region found from the paint or the motion"),
         ("propagate", "Carry painted slices to the other phases of their stack and fuse"),
@@ -115,6 +124,13 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
             f"--{flag}", action=argparse.BooleanOptionalAction, default=True, help=f"{what}."
         )
     p.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Average each slice's prediction with its left-right mirror's (twice the "
+        "network time; default: as the model file asks, which the default cardiac model does).",
+    )
+    p.add_argument(
         "--fuse-weight",
         type=float,
         default=FUSE_WEIGHT,
@@ -145,6 +161,8 @@ def _settings(args: argparse.Namespace):
         training |= {"probe_steps": args.steps, "ft_steps": args.steps}
     if args.adapt_steps is not None:
         training["adapt_steps"] = args.adapt_steps
+    if args.probe_head is not None:
+        training["probe_head"] = args.probe_head
     return SegmentSettings.from_flags(args, training)
 
 

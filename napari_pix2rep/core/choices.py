@@ -15,3 +15,7 @@ LOSSES = ("infonce", "barlow", "simclr")
 
 #: The losses the dock offers: the two Pix2Rep ones (SimCLR is a baseline for benchmarks).
 DOCK_LOSSES = LOSSES[:2]
+
+#: What the linear probe on a backbone may read
+#: (:attr:`napari_pix2rep.segment.train_config.TrainConfig.probe_head`), the default first.
+PROBE_HEADS = ("linear", "hypercolumn", "hypercolumn+output", "decoder")

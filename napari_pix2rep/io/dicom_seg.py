@@ -423,4 +423,23 @@ def _write(
             if path not in existed:  # a file this export made; one it replaced stays
                 path.unlink(missing_ok=True)
         raise
+    if overwrite and labels.ndim == 4:
+        notes += _remove_stale(out, source.name, written)
     return DicomSegResult(written, [t for t, _ in todo], series_uid, notes + code_notes)
+
+
+def _remove_stale(out: Path, name: str, written: list[Path]) -> list[str]:
+    """After a whole-cine export with ``overwrite``: remove the earlier export's frame
+    files of this series that this one did not write (phases now empty), so the folder
+    holds one SEG series, not a mix of two; a note says so."""
+    stale = [
+        p
+        for p in sorted(out.glob(f"{name}_seg_frame[0-9][0-9].dcm"))
+        if p not in written and p.is_file()
+    ]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if not stale:
+        return []
+    names = ", ".join(p.name for p in stale)
+    return [f"Removed the earlier export's {names}: that phase is empty in this mask."]

@@ -20,6 +20,7 @@ import os
 import pickle
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -156,16 +157,23 @@ def check_model_dict(obj: dict, source: str = "model file") -> None:
 
     Checks the architecture (bounded, at most :data:`MAX_PARAMETERS`), every backbone
     weight's key, shape and dtype against it, the preprocessing block, and for a
-    segmenter its classes and head ``conv.weight (K, D, 1, 1)``, ``conv.bias (K,)``.
+    segmenter its classes and head ``conv.weight (K, D, 1, 1)``, ``conv.bias (K,)`` (D
+    the backbone's ``out_channels`` for a ``"linear"`` head, the channels of all its
+    levels, ``sum(level_widths)``, for a ``"hypercolumn"`` one: :data:`HEAD_INPUTS`).
     """
     config = arch_config(obj, source)
     check_state_dict(expected_state(config, source), obj.get("state_dict"), source)
     try:
-        PreprocessConfig.from_dict(obj.get("preprocess"))
+        preprocess = PreprocessConfig.from_dict(obj.get("preprocess"))
     except (TypeError, ValueError) as e:
         raise ModelFileError(
             f"{source} has unusable preprocessing settings ({error_message(e, clause=True)})."
         ) from None
+    if preprocess.channels != config.in_channels:
+        raise ModelFileError(
+            f"{source} is inconsistent: its network reads {config.in_channels} input "
+            f"channel(s) but its preprocessing gives {preprocess.channels}."
+        )
     for key in ("meta", "resume"):
         if not isinstance(obj.get(key, {}), dict):
             raise ModelFileError(f"{source} is damaged: its {key!r} entry is not a dict.")
@@ -179,12 +187,21 @@ def check_model_dict(obj: dict, source: str = "model file") -> None:
     ):
         raise ModelFileError(f"{source} is damaged: its classes must be 2 to {MAX_CLASSES} names.")
     head = obj.get("head")
-    if not isinstance(head, dict) or head.get("type") != "linear":
-        kind = head.get("type") if isinstance(head, dict) else None
+    kind = head.get("type") if isinstance(head, dict) else None
+    if not isinstance(kind, str) or kind not in HEAD_INPUTS:
         raise ModelFileError(f"{source} has an unknown head type {kind!r}.")
-    k, d = len(classes), config.out_channels
+    k, d = len(classes), HEAD_INPUTS[kind](config)
     expected = {"conv.weight": torch.Size((k, d, 1, 1)), "conv.bias": torch.Size((k,))}
     check_state_dict(expected, head.get("state_dict"), f"{source} (head)")
+
+
+#: Input channels of each head type a segmenter file may hold (``head["type"]``; the
+#: types of :data:`napari_pix2rep.model.nets.heads.HEAD_TYPES`): a linear head reads the
+#: backbone's D-channel output, a hypercolumn head every level of the U-Net.
+HEAD_INPUTS: dict[str, Callable[[UNetConfig], int]] = {
+    "linear": lambda config: config.out_channels,
+    "hypercolumn": lambda config: sum(config.level_widths),
+}
 
 
 def arch_config(obj: dict, source: str = "model file") -> UNetConfig:

@@ -26,12 +26,17 @@ class PreprocessConfig:
 
     ``target_spacing`` is the in-plane spacing in mm the network works at (None keeps
     the native grid). Intensities are clipped to the ``clip`` percentiles of each 3D
-    volume (each frame of a cine separately) and then standardised.
+    volume (each frame of a cine separately) and then standardised. ``context``: the
+    network sees each slice with its ``context`` neighbours on either side as channels
+    (``2 * context + 1`` input channels, the slice itself in the middle; the first and last
+    slices repeat themselves where a neighbour is missing), so a 2D network knows where
+    along the stack it is (0: the slice alone).
     """
 
     target_spacing: float | None = 1.5
     clip_low: float = 0.5
     clip_high: float = 99.5
+    context: int = 0
 
     def __post_init__(self) -> None:
         # model files are untrusted: refuse text, NaN, zero and absurd values here, once
@@ -45,6 +50,15 @@ class PreprocessConfig:
                 f"The clip percentiles must be numbers with 0 <= low < high <= 100, "
                 f"not {low!r} and {high!r}."
             )
+        if type(self.context) is not int or not 0 <= self.context <= MAX_CONTEXT:
+            raise ValueError(
+                f"context must be a whole number from 0 to {MAX_CONTEXT}, not {self.context!r}."
+            )
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the network: the slice and its neighbours."""
+        return 2 * self.context + 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +74,8 @@ class PreprocessConfig:
         return cls(**d)
 
 
+#: Most neighbour slices on either side a network may see (:attr:`PreprocessConfig.context`).
+MAX_CONTEXT = 3
 #: Allowed model-grid spacing in mm.
 TARGET_SPACING_RANGE = (0.05, 20.0)
 #: Allowed size (pixels per side) of a slice on the model grid: a header whose spacing is
@@ -152,8 +168,9 @@ def unpad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
 class PreparedSlices:
     """Slices of one volume ready for the network.
 
-    ``x``: ``(S, 1, H', W')`` float32 on the model grid, padded to the stride (S = all
-    slices of all frames, in ``data.reshape(-1, H, W)`` order). ``native_shape``: the
+    ``x``: ``(S, C, H', W')`` float32 on the model grid, padded to the stride (S = all
+    slices of all frames, in ``data.reshape(-1, H, W)`` order; C = 1, or the slice with
+    its neighbours in the same frame, :attr:`PreprocessConfig.channels`). ``native_shape``: the
     array shape of the source volume; ``size``: the unpadded model-grid size.
     """
 
@@ -184,7 +201,11 @@ def prepare_volume(
     if crop is not None:
         norm = np.ascontiguousarray(norm[..., crop[0], crop[1]])
     shape = (*data.shape[:-2], *norm.shape[-2:])
-    x = torch.from_numpy(norm.reshape(-1, 1, *shape[-2:]))
+    if cfg.context:
+        n_z, c = norm.shape[1], cfg.context
+        near = np.clip(np.arange(n_z)[:, None] + np.arange(-c, c + 1)[None], 0, n_z - 1)
+        norm = norm[:, near]  # (frames, z, 2c + 1, h, w): each slice with its neighbours
+    x = torch.from_numpy(np.ascontiguousarray(norm).reshape(-1, cfg.channels, *shape[-2:]))
     size = model_size(shape[-2:], tuple(spacing[-2:]), cfg)
     x = resample(x, size)
     x, pads = pad_to_multiple(x, stride)

@@ -59,22 +59,25 @@ def _bias_basis(order: int, h: int, w: int, device) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur each image of ``(N, 1, H, W)`` with its own sigma ``(N,)`` (0 leaves it as is)."""
-    n = x.shape[0]
+    """Blur each image of ``(N, C, H, W)`` (all its channels alike) with its own sigma
+    ``(N,)`` (0 leaves it as is)."""
+    n, c = x.shape[0], x.shape[1]
     radius = max(1, math.ceil(3 * float(sigma.max())))
     k = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     s = sigma.to(x.dtype).clamp_min(1e-3)[:, None]
     kernel = torch.exp(-0.5 * (k[None] / s) ** 2)
     kernel = kernel / kernel.sum(1, keepdim=True)  # sigma -> 0 gives a delta
-    xs = x.reshape(1, n, *x.shape[-2:])
+    kernel = kernel.repeat_interleave(c, dim=0)  # (N C, taps): one per channel image
+    xs = x.reshape(1, n * c, *x.shape[-2:])
     xs = F.pad(xs, (radius, radius, radius, radius), mode="reflect")
-    xs = F.conv2d(xs, kernel.view(n, 1, -1, 1), groups=n)
-    xs = F.conv2d(xs, kernel.view(n, 1, 1, -1), groups=n)
+    xs = F.conv2d(xs, kernel.view(n * c, 1, -1, 1), groups=n * c)
+    xs = F.conv2d(xs, kernel.view(n * c, 1, 1, -1), groups=n * c)
     return xs.reshape_as(x)
 
 
 def intensity_augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Random bias field, gamma, inversion, blur and noise: ``(N, 1, H, W)`` -> same shape.
+    """Random bias field, gamma, inversion, blur and noise: ``(N, C, H, W)`` -> same shape
+    (one draw per image, alike on all its channels but the noise).
 
     Bias, gamma and inversion act on each slice rescaled to [0, 1] and are mapped back to
     its original range, so standardised inputs stay standardised-looking.

@@ -100,6 +100,11 @@ class Pretrainer:
             backbone = build_backbone(state, Path(resume).name)
         elif init is not None:
             backbone = build_backbone(load_model_file(init, "backbone"), Path(init).name)
+            if backbone.config.in_channels != 1:
+                raise ModelFileError(
+                    f"{Path(init).name} reads neighbouring slices as extra channels; "
+                    "pretraining starts from a one-slice backbone."
+                )
         else:
             backbone = UNet(preset(cfg.preset))
         objective = SimCLRObjective if cfg.loss == "simclr" else Pix2RepObjective

@@ -1,7 +1,8 @@
 """Fine-tuning the whole segmenter, and the supervised local contrastive stage before it.
 
 Fine-tuning (docs/benchmarks.md, "Fine-tuning recipe") trains backbone and head with split
-learning rates (backbone small, head large) from the probe's head, on crops resampled from
+learning rates (backbone small, head large) from the probe's head (a ``"linear"`` head on
+the backbone's output, whatever ``probe_head`` says), on crops resampled from
 the annotated slices through random rotations, scales, mirrors and warps
 (:mod:`napari_pix2rep.segment.crops`), mostly centred on the heart, with intensity
 augmentation (:func:`napari_pix2rep.pretrain.augment.intensity_augment`; ranges
@@ -16,6 +17,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -189,7 +191,9 @@ def fine_tune_iter(
     train, val = _split_validation(list(slices), cfg, cpu_gen)
     if cfg.local_contrast_steps:
         yield from local_contrast_iter(segmenter, train, cfg, device, gen)
-    yield from fit_linear_probe_iter(segmenter, train, cfg, device)
+    # fine-tuning starts from a probe on the backbone's output (a "linear" head, as the
+    # recipe was chosen with), whatever head the probe alone would fit
+    yield from fit_linear_probe_iter(segmenter, train, replace(cfg, probe_head="linear"), device)
     opt = torch.optim.Adam(
         [
             {"params": segmenter.backbone.parameters(), "lr": cfg.lr_backbone},

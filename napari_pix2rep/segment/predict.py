@@ -6,6 +6,12 @@ class probabilities are mapped back to the native grid (bilinear, the exact inve
 the forward resampling) and the label is their argmax. Optional clean-up keeps the
 heart's 3D connected component and each class's largest component in it (per frame).
 
+With ``flip_average`` each batch also goes through the network mirrored left-right and
+the two probability maps (the mirrored one mirrored back) are averaged: test-time
+augmentation, twice the network time. ``None`` (the default) does what the model file
+says (:attr:`~napari_pix2rep.model.segmenter.Segmenter.flip_average`: the default cardiac
+model asks for it).
+
 With a :class:`~napari_pix2rep.segment.localise.HeartRegion` only the region goes through the
 network (intensities still normalised over the whole volume): outside it every voxel is
 background with probability 1, and the clean-up keeps the component in the region.
@@ -90,6 +96,7 @@ def predict_iter(
     batch_size: int = 8,
     cleanup: bool = DEFAULT_CLEANUP,
     region: HeartRegion | None = None,
+    flip_average: bool | None = None,
 ) -> Generator[Progress, None, Prediction]:
     """Segment every slice (and frame) of ``data``, yielding after every batch of slices.
 
@@ -102,6 +109,7 @@ def predict_iter(
         raise ValueError(f"Expected a 3D or 4D image, got {data.ndim} dimensions.")
     dev = resolve_device(device)
     segmenter = segmenter.to(dev).eval()
+    flip = segmenter.flip_average if flip_average is None else bool(flip_average)
     try:
         if data.ndim == 3:
             probs = yield from _predict_frame(
@@ -111,6 +119,7 @@ def predict_iter(
                 dev,
                 batch_size,
                 region,
+                flip,
                 lambda done, n: Progress("predict", done, n, message="Segmenting every slice"),
             )
         else:
@@ -125,6 +134,7 @@ def predict_iter(
                     dev,
                     batch_size,
                     region,
+                    flip,
                     lambda done, n, t=t, msg=msg: Progress("predict", t, n_frames, message=msg),
                 )
             yield Progress("predict", n_frames, n_frames, message=f"Segmented {n_frames} frames")
@@ -151,10 +161,12 @@ def _predict_frame(
     dev: torch.device,
     batch_size: int,
     region: HeartRegion | None,
+    flip: bool,
     report: Callable[[int, int], Progress],
 ) -> Generator[Progress, None, np.ndarray]:
     """Class probabilities ``(K, z, y, x)`` float16 of a 3D ``data``, batch by batch,
-    yielding ``report(slices done, slices)`` after each batch."""
+    yielding ``report(slices done, slices)`` after each batch; ``flip``: averaged with the
+    left-right mirror's (mirrored back)."""
     window = (slice(None), slice(None))
     if region is not None:
         grow = tuple(int(np.ceil(REGION_CONTEXT_MM / max(float(s), 1e-3))) for s in spacing[-2:])
@@ -179,8 +191,10 @@ def _predict_frame(
             x = x.pin_memory()
         x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), torch.autocast(dev.type, enabled=use_amp):
-            logits = segmenter(x)
-        p = to_native(logits.float().softmax(1), prepared).cpu().numpy()  # (b, K, h, w)
+            p = segmenter(x).float().softmax(1)
+            if flip:
+                p = 0.5 * (p + segmenter(x.flip(-1)).float().softmax(1).flip(-1))
+        p = to_native(p, prepared).cpu().numpy()  # (b, K, h, w)
         part = probs[:, i : i + len(x)]
         part[:, :, window[0], window[1]] = np.moveaxis(p, 1, 0)
         if outside is not None:
@@ -198,6 +212,9 @@ def predict_volume(
     batch_size: int = 8,
     cleanup: bool = DEFAULT_CLEANUP,
     region: HeartRegion | None = None,
+    flip_average: bool | None = None,
 ) -> Prediction:
     """:func:`predict_iter` run to the end (scripts, benchmarks)."""
-    return run_to_end(predict_iter(segmenter, data, spacing, device, batch_size, cleanup, region))
+    return run_to_end(
+        predict_iter(segmenter, data, spacing, device, batch_size, cleanup, region, flip_average)
+    )

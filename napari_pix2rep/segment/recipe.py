@@ -327,7 +327,13 @@ class _Run:
             seg = yield from self.segmenter_for(k)
             scan = self.scans[k]
             gen = predict_iter(
-                seg, scan.data, scan.spacing, self.device, cleanup=False, region=self.region(k)
+                seg,
+                scan.data,
+                scan.spacing,
+                self.device,
+                cleanup=False,
+                region=self.region(k),
+                flip_average=self.settings.flip_average,
             )
             if message:
                 gen = relabelled(gen, message)

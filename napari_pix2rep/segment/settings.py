@@ -59,6 +59,8 @@ class SegmentSettings:
     painted slices to the other phases of their stack by ``registration`` and fuse a 3D
     phase's prediction with its painted sibling phases' (``fuse``, weight
     ``fuse_weight``). ``cleanup``: keep the heart's connected components.
+    ``flip_average``: average every slice's prediction with its left-right mirror's
+    (None: as the model file asks, :attr:`~napari_pix2rep.model.segmenter.Segmenter.flip_average`).
     ``keep_painted``: painted and background-only slices appear in the masks exactly as
     annotated.
     """
@@ -72,6 +74,7 @@ class SegmentSettings:
     registration: Registration = Registration()
     cleanup: bool = True
     keep_painted: bool = True
+    flip_average: bool | None = None
 
     def __post_init__(self) -> None:
         training = self.training
@@ -87,7 +90,8 @@ class SegmentSettings:
     def from_flags(cls, flags: Any, training: Mapping[str, Any] | Any) -> SegmentSettings:
         """The settings of command-line ``flags`` (an ``argparse.Namespace`` with
         ``localise``, ``propagate``, ``fuse``, ``fuse_weight``, ``registration`` and,
-        optionally, ``cleanup``: ``pix2rep segment`` and the benchmarks) with ``training``."""
+        optionally, ``cleanup`` and ``flip_average``: ``pix2rep segment`` and the
+        benchmarks) with ``training``."""
         return cls(
             training=training,
             localise=flags.localise,
@@ -96,6 +100,7 @@ class SegmentSettings:
             fuse_weight=flags.fuse_weight,
             registration=flags.registration or Registration(),
             cleanup=getattr(flags, "cleanup", True),
+            flip_average=getattr(flags, "flip_average", None),
         )
 
     @property

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,9 @@ from napari_pix2rep.losses.local_supcon import local_supcon_loss
 from napari_pix2rep.losses.segmentation import dice_ce_loss, weights_from_counts
 from napari_pix2rep.measure.metrics import dice_per_class
 from napari_pix2rep.model.checkpoint import atomic_torch_save, half_state_dict
+from napari_pix2rep.model.nets.unet import UNet
 from napari_pix2rep.model.preprocess import prepare_volume
-from napari_pix2rep.model.segmenter import ZERO_CLICK_KEY, Segmenter
+from napari_pix2rep.model.segmenter import FLIP_AVERAGE_KEY, ZERO_CLICK_KEY, Segmenter
 from napari_pix2rep.pretrain import augment
 from napari_pix2rep.pretrain.augment import FINETUNE_AUGMENT, AugmentConfig
 from napari_pix2rep.segment.crops import sample_crops
@@ -60,6 +61,7 @@ class SupervisedConfig:
     weight_decay: float = 1e-4
     foreground_p: float = 0.5
     elastic_px: float = 3.0
+    slice_flip_p: float = 0.5  # reverse the neighbour slices' order (a network with context)
     aux_weight: float = 0.0  # supervised local contrastive term (0 = off)
     aux_temperature: float = 0.1
     seed: int = 0
@@ -207,6 +209,9 @@ class SupervisedRun:
             cfg.foreground_p,
             cfg.elastic_px,
         )
+        if x.shape[1] > 1:  # neighbour slices: stacks run base to apex or apex to base
+            turn = torch.rand(len(x), generator=self.crop_gen) < cfg.slice_flip_p
+            x = torch.where(turn[:, None, None, None], x.flip(1), x)
         x = augment.intensity_augment(x.to(self.device), cfg.augment, self.aug_gen)
         x = x.contiguous(memory_format=torch.channels_last)
         t = t.to(self.device)
@@ -223,6 +228,30 @@ class SupervisedRun:
         self.opt.step()
         self.step += 1
         return float(loss.item())
+
+
+def with_context(segmenter: Segmenter, context: int) -> Segmenter:
+    """A copy of a one-channel ``segmenter`` that sees each slice with ``context``
+    neighbours on either side (:attr:`~napari_pix2rep.model.preprocess.PreprocessConfig.context`).
+
+    The first convolution's weights ``(C, 1, 3, 3)`` go to the middle of the new
+    ``(C, 2 * context + 1, 3, 3)`` and the neighbours' are zero, so the copy computes
+    exactly what ``segmenter`` did until training teaches it to use them.
+    """
+    if segmenter.preprocess.context or segmenter.backbone.config.in_channels != 1:
+        raise ValueError("The segmenter already reads more than one slice.")
+    preprocess = replace(segmenter.preprocess, context=context)
+    config = replace(segmenter.backbone.config, in_channels=preprocess.channels)
+    state = segmenter.backbone.state_dict()
+    first = state["down.0.0.weight"]  # (C, 1, 3, 3)
+    wide = torch.zeros(first.shape[0], preprocess.channels, *first.shape[2:], dtype=first.dtype)
+    wide[:, context] = first[:, 0]
+    backbone = UNet(config)
+    backbone.load_state_dict({**state, "down.0.0.weight": wide})
+    out = Segmenter(backbone, segmenter.classes, preprocess, head=segmenter.head_type)
+    out.head.load_state_dict(segmenter.head.state_dict())
+    out.meta = dict(segmenter.meta)
+    return out
 
 
 def class_weights_of(data: Sequence[PackedSlice], n_classes: int) -> torch.Tensor:
@@ -285,10 +314,39 @@ def train_iter(
     return run
 
 
-def shipped_segmenter(run: SupervisedRun, use_best: bool = True) -> dict:
+#: Scale of the prior correction folded into the shipped head (:func:`prior_offsets`),
+#: chosen on the first 10 validation patients among 0, 0.5, 0.75 and 1 and confirmed on
+#: the other 10 (docs/benchmarks.md, "Default model").
+PRIOR_CORRECTION = 0.75
+
+
+def prior_offsets(class_weights: torch.Tensor, scale: float = PRIOR_CORRECTION) -> torch.Tensor:
+    """Logit offsets ``(K,)`` that undo the class weighting of the training loss.
+
+    Cross-entropy with class weights ``w_k`` learns scores whose softmax is close to
+    ``w_k p(k | x) / sum_j w_j p(j | x)`` (the weights act as a change of class priors),
+    so adding ``-log w_k`` to the scores gives back ``p(k | x)`` (Elkan 2001; the prior
+    correction of Saerens et al. 2002). ``scale`` 1 is the full correction; the Dice term
+    of the loss also favours the smaller classes, and less than 1 was measured better.
+    """
+    return -scale * torch.log(class_weights.clamp_min(1e-12))
+
+
+def shipped_segmenter(
+    run: SupervisedRun,
+    use_best: bool = True,
+    class_weights: torch.Tensor | None = None,
+    prior_correction: float = PRIOR_CORRECTION,
+    flip_average: bool = True,
+) -> dict:
     """The segmenter file of ``run`` for users: fp16 weights, provenance, zero-click mark.
 
     ``use_best``: the weights of the best validation check (else the last step's).
+    ``class_weights`` ``(K,)``: those of the training loss
+    (:func:`class_weights_of` the training slices); when given, ``prior_correction``
+    times :func:`prior_offsets` is added to the head's bias. ``flip_average``: the file
+    asks prediction to average each slice with its mirror
+    (:data:`~napari_pix2rep.model.segmenter.FLIP_AVERAGE_KEY`).
     """
     seg = run.segmenter
     obj = seg.file_dict()
@@ -302,10 +360,20 @@ def shipped_segmenter(run: SupervisedRun, use_best: bool = True) -> dict:
             k[len("head.") :]: v for k, v in full.items() if k.startswith("head.")
         }
         step = run.best["step"]
+    offsets = None
+    if class_weights is not None:
+        offsets = prior_offsets(class_weights.float().cpu(), prior_correction)
+        head = dict(obj["head"]["state_dict"])
+        head["conv.bias"] = head["conv.bias"].float() + offsets
+        obj["head"] = {**obj["head"], "state_dict": head}
     obj["state_dict"] = half_state_dict(obj["state_dict"])
     obj["meta"].update(
         {
             ZERO_CLICK_KEY: True,
+            FLIP_AVERAGE_KEY: bool(flip_average),
+            "prior_correction": None
+            if offsets is None
+            else {"scale": prior_correction, "offsets": offsets.tolist()},
             "mode": "supervised",
             "steps": step,
             "train_config": run.cfg.to_dict(),
@@ -323,7 +391,9 @@ __all__ = [
     "class_weights_of",
     "lr_at",
     "pack_cases",
+    "prior_offsets",
     "shipped_segmenter",
     "train_iter",
     "validation_dice",
+    "with_context",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from napari_pix2rep.core.choices import PROBE_HEADS
 from napari_pix2rep.core.classes import DEFAULT_CLASSES
 from napari_pix2rep.pretrain.augment import FINETUNE_AUGMENT, AugmentConfig
 
@@ -24,6 +25,15 @@ class TrainConfig:
     probe_lr: float = 1e-2
     probe_max_pixels: int = 100_000
     probe_balance: float = 0.5  # class weights ~ frequency ** -probe_balance
+    # what the probe reads (PROBE_HEADS): "linear", the backbone's D-channel output;
+    # "hypercolumn", every level of the U-Net (bottleneck and decoder levels);
+    # "hypercolumn+output", both; "decoder", the decoder levels without the bottleneck
+    # (a hypercolumn head for all but "linear"). "linear" stays the default: on the 20
+    # validation patients (few-slice, benchmarks/few_slice.py --probe-head) the
+    # hypercolumn raised the mean DICE 0.756 -> 0.779 (ED 0.771 -> 0.813) but nearly
+    # doubled the LV ejection-fraction error (6.2 -> 11.3 points) and tripled the probe's
+    # time (docs/results/few_slice_hypercolumn.md, few_slice_linear_probe.md)
+    probe_head: str = "linear"
     # fine-tuning
     ft_steps: int = 300
     lr_backbone: float = 2e-4
@@ -55,6 +65,10 @@ class TrainConfig:
         self.classes = tuple(self.classes)
         if len(self.classes) < 2:
             raise ValueError("At least two classes (background and one structure) are needed.")
+        if self.probe_head not in PROBE_HEADS:
+            raise ValueError(
+                f"Unknown probe head {self.probe_head!r}: use one of {', '.join(PROBE_HEADS)}."
+            )
         if self.probe_steps < 1:
             raise ValueError("The linear probe needs at least one step (probe_steps >= 1).")
         if isinstance(self.augment, dict):

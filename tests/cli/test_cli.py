@@ -501,3 +501,25 @@ def test_predict_localises_the_heart_from_phases_given_together(
     assert not printed.err.strip()
     assert main(["predict", *paths[:2], *out, "--no-localise", "--overwrite"]) == 0
     assert "heart region" not in capsys.readouterr().out
+
+
+def test_segment_flip_average_flag_reaches_the_settings():
+    from napari_pix2rep.cli import build_parser
+    from napari_pix2rep.cli.segment import _settings
+
+    base = ["segment", "--image", "a.nii.gz", "--out-dir", "o"]
+    parse = build_parser().parse_args
+    assert _settings(parse(base)).flip_average is None  # as the model file asks
+    assert _settings(parse([*base, "--no-flip-average"])).flip_average is False
+    assert _settings(parse([*base, "--flip-average"])).flip_average is True
+
+
+def test_segment_probe_head_flag_reaches_the_training_settings():
+    from napari_pix2rep.cli import build_parser
+    from napari_pix2rep.cli.segment import _settings
+
+    base = ["segment", "--image", "a.nii.gz", "--out-dir", "o"]
+    parse = build_parser().parse_args
+    assert _settings(parse(base)).train_config().probe_head == "linear"
+    chosen = _settings(parse([*base, "--probe-head", "hypercolumn"]))
+    assert chosen.train_config().probe_head == "hypercolumn"

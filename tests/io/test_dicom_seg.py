@@ -182,6 +182,27 @@ def test_3d_mask_of_one_phase(cine, tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_overwrite_leaves_no_frame_of_the_earlier_export(cine, tmp_path):
+    vol = read_dicom(cine["folder"])
+    every = Volume(_labels(seed=1), vol.spacing, vol.header, vol.affine)
+    every.data[1] = cine["labels"][0]  # all three phases segmented
+    first = write_dicom_seg(every, cine["folder"], tmp_path)
+    assert first.frames == [0, 1, 2]
+    one_phase = Volume(cine["labels"][2], vol.spacing[1:], vol.header, vol.affine)
+    write_dicom_seg(one_phase, cine["folder"], tmp_path, frame=2, overwrite=True)
+    assert len(list(tmp_path.glob("*.dcm"))) == 3  # one phase replaced, the others stay
+    again = write_dicom_seg(
+        Volume(cine["labels"], vol.spacing, vol.header, vol.affine),
+        cine["folder"],
+        tmp_path,
+        overwrite=True,
+    )
+    assert sorted(tmp_path.glob("*.dcm")) == sorted(again.paths)  # frame 1 is empty now
+    assert any("frame01.dcm" in n and "empty" in n for n in again.notes)
+    uids = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in again.paths}
+    assert uids == {again.series_uid}
+
+
 def test_custom_classes_are_coded_as_tissue(cine, tmp_path):
     classes = ("background", "right ventricle", "scar", "LV")
     mask = read_nifti(cine["seg"], kind="labels")

@@ -238,3 +238,89 @@ def test_backbone_where_a_segmenter_is_expected_names_file_and_expectation(tmp_p
     path = _save(tmp_path, _backbone_dict(), "bb.pt")
     with pytest.raises(ModelFileError, match="bb.pt is a pretrained backbone, not a segmenter"):
         Segmenter.from_file(path)
+
+
+def _hypercolumn_dict() -> dict:
+    torch.manual_seed(4)
+    seg = Segmenter(UNet(preset("tiny")), head="hypercolumn")
+    torch.nn.init.normal_(seg.head.conv.weight)
+    return seg.file_dict()
+
+
+def test_a_hypercolumn_head_file_round_trip(tmp_path):
+    obj = _hypercolumn_dict()
+    assert obj["head"]["type"] == "hypercolumn"
+    assert obj["head"]["state_dict"]["conv.weight"].shape == (4, 120, 1, 1)
+    seg = Segmenter.from_file(_save(tmp_path, obj, "seg.pt"))
+    assert seg.head_type == "hypercolumn"
+    torch.testing.assert_close(seg.head.conv.weight, obj["head"]["state_dict"]["conv.weight"])
+    x = torch.randn(1, 1, 16, 24)
+    ref = Segmenter(UNet(preset("tiny")), head="hypercolumn")
+    ref.backbone.load_state_dict(obj["state_dict"])
+    ref.head.load_state_dict(obj["head"]["state_dict"])
+    with torch.no_grad():
+        torch.testing.assert_close(seg.eval()(x), ref.eval()(x), atol=0, rtol=0)
+
+
+def test_an_old_linear_head_file_loads_and_predicts_as_before(tmp_path):
+    """A file as the linear-only versions wrote it: a 1x1 conv on the D-channel output."""
+    torch.manual_seed(5)
+    net = UNet(preset("tiny")).eval()
+    weight, bias = torch.randn(4, 16, 1, 1), torch.randn(4)
+    obj = {
+        "format": checkpoint.SEGMENTER,
+        "version": 1,
+        "arch": net.config.to_dict(),
+        "preprocess": PreprocessConfig().to_dict(),
+        "classes": ["background", "RV", "MYO", "LV"],
+        "state_dict": net.state_dict(),
+        "head": {"type": "linear", "state_dict": {"conv.weight": weight, "conv.bias": bias}},
+        "meta": {},
+    }
+    seg = Segmenter.from_file(_save(tmp_path, obj, "old.pt")).eval()
+    assert seg.head_type == "linear"
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(net(x), weight, bias)
+        torch.testing.assert_close(seg(x), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (
+            lambda o: o["head"]["state_dict"].update(conv_weight=torch.zeros(4, 16, 1, 1)),
+            "(head) was made for a different",
+        ),
+        (lambda o: o["head"].update(type="linear"), "(head) was made for a different"),
+        (lambda o: o["head"].update(type=["hypercolumn"]), "unknown head type ['hypercolumn']"),
+        (
+            lambda o: o["head"]["state_dict"]["conv.weight"].fill_(math.nan),
+            "conv.weight holds NaN",
+        ),
+        (lambda o: o["head"].update(state_dict=None), "weights are not a dict of tensors"),
+    ],
+    ids=["extra-key", "linear-shape", "type-not-a-name", "nan", "no-weights"],
+)
+def test_a_malformed_hypercolumn_head_is_refused(tmp_path, damage, words):
+    obj = _hypercolumn_dict()
+    damage(obj)
+    path = _save(tmp_path, obj, "seg.pt")
+    with pytest.raises(ModelFileError, match="seg.pt") as e:
+        Segmenter.from_file(path)
+    assert words in str(e.value)
+    assert str(e.value).count(". ") == 0  # one sentence
+
+
+def test_a_linear_head_of_hypercolumn_shape_is_refused(tmp_path):
+    obj = _hypercolumn_dict()
+    obj["head"]["type"] = "linear"
+    with pytest.raises(ModelFileError, match=r"first mismatch: conv.weight is \(4, 120, 1, 1\)"):
+        Segmenter.from_file(_save(tmp_path, obj, "seg.pt"))
+
+
+def test_preprocessing_must_give_the_channels_the_network_reads(tmp_path):
+    obj = _backbone_dict()
+    obj["preprocess"] = {**obj["preprocess"], "context": 1}  # 3 channels for a 1-channel net
+    with pytest.raises(ModelFileError, match="reads 1 input channel.*gives 3"):
+        load_model_file(_save(tmp_path, obj))

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +72,22 @@ def test_4d_frames_are_normalised_separately():
     prepared = prepare_volume(a, (1.0, 5.0, 1.5, 1.5), PreprocessConfig(target_spacing=None))
     x = prepared.x[:, 0].reshape(2, 3, 16, 16)
     assert float(x[0].std()) == pytest.approx(float(x[1].std()), rel=1e-3)
+
+
+def test_context_stacks_each_slice_with_its_neighbours_within_its_frame():
+    # slice k of frame t holds the constant 10 t + k (plus a ramp so it normalises)
+    t, z = 2, 4
+    ramp = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16)
+    data = np.stack([[ramp + 10 * f + k for k in range(z)] for f in range(t)])
+    cfg = PreprocessConfig(target_spacing=None, clip_low=0, clip_high=100, context=1)
+    plain = prepare_volume(data, (1, 5, 1, 1), replace(cfg, context=0)).x  # (t z, 1, h, w)
+    wide = prepare_volume(data, (1, 5, 1, 1), cfg).x
+    assert cfg.channels == 3 and wide.shape == (t * z, 3, 16, 16)
+    for f in range(t):
+        for k in range(z):
+            near = [min(max(k + d, 0), z - 1) for d in (-1, 0, 1)]  # edges repeat themselves
+            for ch, j in enumerate(near):
+                torch.testing.assert_close(wide[f * z + k, ch], plain[f * z + j, 0])
+    with pytest.raises(ValueError, match="context"):
+        PreprocessConfig(context=9)
+    assert PreprocessConfig.from_dict({"target_spacing": 1.5}).context == 0  # older files

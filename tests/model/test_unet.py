@@ -58,3 +58,51 @@ def test_segmenter_folds_its_head_into_the_backbone_output():
         grads.append({k: p.grad.clone() for k, p in seg.named_parameters()})
     for k in grads[0]:
         torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-5, rtol=1e-3, msg=k)
+
+
+def test_feature_levels_are_the_bottleneck_and_every_decoder_level():
+    net = UNet(preset("small")).eval()
+    with torch.no_grad():
+        levels = net.feature_levels(torch.zeros(1, 1, 32, 48))
+        decoder = net.decoder_levels(torch.zeros(1, 1, 32, 48))
+    assert [tuple(f.shape[1:]) for f in levels] == [
+        (256, 2, 3),
+        (128, 4, 6),
+        (64, 8, 12),
+        (32, 16, 24),
+        (16, 32, 48),
+    ]
+    assert net.config.level_widths == [256, 128, 64, 32, 16]
+    for a, b in zip(levels[-3:], decoder):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_hypercolumn_head_equals_the_explicit_upsample_concatenate_linear():
+    """The folded per-level projection against the hypercolumn as written down."""
+    torch.manual_seed(2)
+    seg = Segmenter(UNet(preset("tiny")), ("background", "a", "b"), head="hypercolumn").eval()
+    assert seg.head_type == "hypercolumn"
+    assert seg.head.conv.weight.shape == (3, 8 + 16 + 32 + 64, 1, 1)
+    torch.nn.init.normal_(seg.head.conv.weight)
+    torch.nn.init.normal_(seg.head.conv.bias)
+    x = torch.randn(2, 1, 40, 24)
+    with torch.no_grad():
+        levels = seg.backbone.feature_levels(x)
+        size = levels[-1].shape[-2:]
+        column = torch.cat(
+            [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in levels], 1
+        )
+        assert column.shape == (2, 120, 40, 24)
+        explicit = F.conv2d(column, seg.head.conv.weight, seg.head.conv.bias)
+        torch.testing.assert_close(seg(x), explicit, atol=1e-4, rtol=1e-4)
+
+
+def test_set_head_replaces_the_head_by_type():
+    seg = Segmenter(UNet(preset("tiny")), ("background", "a"))
+    assert seg.head_type == "linear" and seg.head.conv.weight.shape == (2, 16, 1, 1)
+    seg.set_head("hypercolumn")
+    assert seg.head_type == "hypercolumn" and seg.head.conv.weight.shape == (2, 120, 1, 1)
+    with pytest.raises(ValueError, match="Unknown head type 'mlp'"):
+        seg.set_head("mlp")
+    with pytest.raises(ValueError, match="reads levels of"):
+        seg.head(seg.backbone.decoder_levels(torch.zeros(1, 1, 16, 16)))

@@ -106,3 +106,19 @@ def test_random_affine_ranges():
     assert scale.min() >= cfg.scale_min - 1e-5 and scale.max() <= cfg.scale_max + 1e-5
     flipped = (torch.linalg.det(theta[:, :, :2]) < 0).float().mean()
     assert 0.6 < flipped < 0.8
+
+
+def test_blur_and_intensity_augment_treat_every_channel_alike():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 20, 20, generator=gen)
+    sigma = torch.tensor([0.0, 1.0, 2.0, 0.5])
+    y = augment.gaussian_blur(x, sigma)
+    for c in range(3):  # channel by channel, the one-channel blur
+        one = augment.gaussian_blur(x[:, c : c + 1].contiguous(), sigma)
+        torch.testing.assert_close(y[:, c : c + 1], one)
+    torch.testing.assert_close(y[0], x[0])  # sigma 0 leaves it alone
+    same = x[:, :1].repeat(1, 3, 1, 1)  # three equal channels stay equal without noise
+    cfg = AugmentConfig(noise_p=0.0)
+    out = augment.intensity_augment(same, cfg, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out[:, 1], out[:, 0])
+    torch.testing.assert_close(out[:, 2], out[:, 0])

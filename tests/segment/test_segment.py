@@ -91,6 +91,7 @@ def test_fine_tune_with_held_out_slices_and_local_contrast(tiny_backbone_file, p
         progress=seen.append,
     )
     assert {"local-contrast", "probe", "finetune"} <= {p.stage for p in seen}
+    assert seg.head_type == "linear"  # fine-tuning starts from a probe on the output
     assert 0.0 <= seg.meta["heldout_dice"] <= 1.0
     # fine-tuning steps say how long is left, and the held-out Dice when it is checked
     ft = [p for p in seen if p.stage == "finetune"]
@@ -110,6 +111,8 @@ def test_segmenter_file_round_trip(tiny_backbone_file, phantom3d, tmp_path):
     seg.save(tmp_path / "seg.pt")
     obj = torch.load(tmp_path / "seg.pt", weights_only=True)
     assert obj["format"] == "napari-pix2rep/segmenter" and obj["classes"][3] == "LV"
+    kind = "linear" if TrainConfig().probe_head == "linear" else "hypercolumn"
+    assert obj["head"]["type"] == seg.head_type == kind
     again = Segmenter.from_file(tmp_path / "seg.pt")
     x = torch.randn(1, 1, 32, 32)
     torch.testing.assert_close(again.eval()(x), seg.eval()(x))

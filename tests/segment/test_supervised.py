@@ -14,14 +14,17 @@ from napari_pix2rep.core.classes import DEFAULT_CLASSES
 from napari_pix2rep.evaluation.phantom import write_phantom_dataset
 from napari_pix2rep.io.acdc import list_cases, split_validation
 from napari_pix2rep.model.checkpoint import atomic_torch_save
+from napari_pix2rep.model.preprocess import prepare_volume
 from napari_pix2rep.model.segmenter import Segmenter, load_backbone
 from napari_pix2rep.segment.supervised import (
     SupervisedConfig,
     SupervisedRun,
     lr_at,
     pack_cases,
+    prior_offsets,
     shipped_segmenter,
     train_iter,
+    with_context,
 )
 
 CPU = torch.device("cpu")
@@ -102,3 +105,52 @@ def test_training_learns_and_ships_a_zero_click_segmenter(cases, tiny_backbone_f
     for k, v in best.items():
         expected = v.float() if v.is_floating_point() else v
         torch.testing.assert_close(loaded[k], expected, atol=2e-3, rtol=2e-3, msg=k)
+
+
+def test_prior_offsets_undo_the_class_weights():
+    w = torch.tensor([0.5, 2.0, 1.0])
+    torch.testing.assert_close(prior_offsets(w, 1.0), torch.tensor([math.log(2), -math.log(2), 0]))
+    torch.testing.assert_close(prior_offsets(w, 0.5), 0.5 * prior_offsets(w, 1.0))
+    # weighted scores w_k p_k, corrected, give back the unweighted posterior's softmax
+    p = torch.tensor([0.7, 0.1, 0.2])
+    corrected = (torch.log(w * p) + prior_offsets(w, 1.0)).softmax(0)
+    torch.testing.assert_close(corrected, p)
+
+
+def test_the_shipped_head_carries_the_prior_correction_and_flip_request(
+    tiny_backbone_file, tmp_path
+):
+    run = _run(tiny_backbone_file, 1)
+    weights = torch.tensor([0.2, 1.5, 1.2, 1.1])
+    plain = Segmenter.from_dict(shipped_segmenter(run, flip_average=False))
+    obj = shipped_segmenter(run, class_weights=weights, prior_correction=0.75)
+    seg = Segmenter.from_file(atomic_torch_save(obj, tmp_path / "corrected.pt"))
+    assert seg.flip_average and not plain.flip_average
+    torch.testing.assert_close(
+        seg.head.conv.bias, plain.head.conv.bias - 0.75 * torch.log(weights)
+    )
+    torch.testing.assert_close(seg.head.conv.weight, plain.head.conv.weight)
+    assert seg.meta["prior_correction"]["scale"] == 0.75
+    assert plain.meta["prior_correction"] is None
+
+
+def test_a_segmenter_with_context_starts_as_the_one_slice_segmenter(tiny_backbone_file, cases):
+    run = _run(tiny_backbone_file, 1)
+    seg = run.segmenter.eval()
+    wide = with_context(seg, 1).eval()
+    assert wide.preprocess.channels == 3 and wide.backbone.config.in_channels == 3
+    data = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
+    one = prepare_volume(data, (5.0, 1.5, 1.5), seg.preprocess, 8).x
+    three = prepare_volume(data, (5.0, 1.5, 1.5), wide.preprocess, 8).x
+    with torch.no_grad():
+        torch.testing.assert_close(wide(three), seg(one), atol=1e-5, rtol=1e-5)
+    # it trains (neighbour order reversed at random) and its file round-trips
+    pool, _ = cases
+    wide_run = SupervisedRun(wide, SupervisedConfig(steps=2, batch_size=2, crop=32), CPU)
+    packed = pack_cases(pool[:1], wide)
+    assert packed[0].x.shape[0] == 3
+    wide_run.train_step(packed, torch.ones(4))
+    again = Segmenter.from_dict(shipped_segmenter(wide_run))
+    assert again.preprocess.context == 1
+    with pytest.raises(ValueError, match="already"):
+        with_context(wide, 1)

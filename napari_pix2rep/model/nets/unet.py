@@ -75,6 +75,12 @@ class UNetConfig:
         return [min(self.base_channels * 2**i, self.max_channels) for i in range(self.depth + 1)]
 
     @property
+    def level_widths(self) -> list[int]:
+        """Channels of :meth:`UNet.feature_levels`: the bottleneck, then every decoder
+        level from the coarsest to full resolution (``widths`` reversed)."""
+        return self.widths[::-1]
+
+    @property
     def stride(self) -> int:
         """Input sizes must be multiples of this."""
         return 2**self.depth
@@ -161,17 +167,25 @@ class UNet(nn.Module):
             skips.append(x)
         return skips
 
-    def decoder_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The decoder outputs that feed the output conv: the ``hypercolumn`` coarser
-        levels (coarsest first), then the full-resolution ``(N, widths[0], H, W)``."""
+    def feature_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every level of the network's features, coarsest first: the bottleneck
+        ``(N, widths[-1], H / stride, W / stride)``, then the output of every decoder
+        block, ``(N, widths[i], H / 2**i, W / 2**i)`` for ``i = depth - 1, ..., 0`` (the
+        last at full resolution); channels :attr:`UNetConfig.level_widths`."""
         skips = self.encode(x)
         x = skips.pop()
-        levels = []
+        levels = [x]
         for block in self.up:
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
             levels.append(x)
+        return levels
+
+    def decoder_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The decoder outputs that feed the output conv: the ``hypercolumn`` coarser
+        levels (coarsest first), then the full-resolution ``(N, widths[0], H, W)``."""
+        levels = self.feature_levels(x)
         return levels[len(levels) - 1 - self.config.hypercolumn :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
