@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Generator
 from typing import TypeVar
 
+from napari_pix2rep.core.choices import PROBE_HEADS
 from napari_pix2rep.core.progress import Progress, run_to_end
 
 T = TypeVar("T")
@@ -157,3 +158,33 @@ def add_json(p: argparse.ArgumentParser, help: str | None = None) -> None:
 
 def add_seed(p: argparse.ArgumentParser, default: int | None, help: str | None = None) -> None:
     p.add_argument("--seed", type=int, default=default, help=help)
+
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    """How a segmenter learns from painted slices (``pix2rep train`` and ``segment``):
+    ``--mode``, ``--steps``, ``--probe-head`` and the ``--seed``; read by
+    :func:`training_flags`."""
+    p.add_argument("--mode", choices=("linear", "finetune"), default="linear")
+    add_seed(p, 0)
+    p.add_argument(
+        "--steps", type=int, default=None, help="Optimisation steps (probe: 300, fine-tune: 300)."
+    )
+    p.add_argument(
+        "--probe-head",
+        choices=PROBE_HEADS,
+        default=None,
+        help="What the linear probe on a backbone reads: its 64-channel output (linear, "
+        "the default) or every level of the U-Net (hypercolumn: more DICE, worse LV EF "
+        "on the validation patients; docs/benchmarks.md).",
+    )
+
+
+def training_flags(args: argparse.Namespace) -> dict:
+    """The :class:`~napari_pix2rep.segment.train_config.TrainConfig` fields that
+    :func:`add_training_flags`'s flags set."""
+    training = {"mode": args.mode, "seed": args.seed}
+    if args.steps:
+        training |= {"probe_steps": args.steps, "ft_steps": args.steps}
+    if args.probe_head is not None:
+        training["probe_head"] = args.probe_head
+    return training

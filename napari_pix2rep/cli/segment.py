@@ -19,12 +19,12 @@ from napari_pix2rep.cli.common import (
     CliError,
     StopOnSignal,
     add_device,
-    add_seed,
+    add_training_flags,
     cores_to_leave,
     sigterm_interrupts,
+    training_flags,
 )
 from napari_pix2rep.cli.segmentation import Stopped, background_slices, load_pair, predict_targets
-from napari_pix2rep.core.choices import PROBE_HEADS
 from napari_pix2rep.core.progress import Progress, format_duration
 
 
@@ -71,18 +71,8 @@ def add_segment(sub) -> None:
         help="A Pix2Rep backbone, or a segmenter (default: the shipped default segmenter "
         "when there is one, else the shipped backbone).",
     )
-    p.add_argument("--mode", choices=("linear", "finetune"), default="linear")
     add_device(p)
-    add_seed(p, 0)
-    p.add_argument("--steps", type=int, default=None, help="Training steps (default: 300).")
-    p.add_argument(
-        "--probe-head",
-        choices=PROBE_HEADS,
-        default=None,
-        help="What the linear probe on a backbone reads: its 64-channel output (linear, "
-        "the default) or every level of the U-Net (hypercolumn: more DICE, worse LV EF "
-        "on the validation patients; docs/benchmarks.md).",
-    )
+    add_training_flags(p)
     for flag, what in (
         ("localise", "Segment the heart region found from the paint or the motion"),
         ("propagate", "Carry painted slices to the other phases of their stack and fuse"),
@@ -156,13 +146,9 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace):
     from napari_pix2rep.segment.settings import SegmentSettings
 
-    training = {"mode": args.mode, "seed": args.seed}
-    if args.steps:
-        training |= {"probe_steps": args.steps, "ft_steps": args.steps}
+    training = training_flags(args)
     if args.adapt_steps is not None:
         training["adapt_steps"] = args.adapt_steps
-    if args.probe_head is not None:
-        training["probe_head"] = args.probe_head
     return SegmentSettings.from_flags(args, training)
 
 

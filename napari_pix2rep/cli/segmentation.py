@@ -14,9 +14,10 @@ from napari_pix2rep.cli.common import (
     CliError,
     StopOnSignal,
     add_device,
-    add_seed,
+    add_training_flags,
     cores_to_leave,
     sigterm_interrupts,
+    training_flags,
 )
 from napari_pix2rep.core.classes import DEFAULT_CLASSES
 from napari_pix2rep.core.progress import Progress, format_duration
@@ -44,12 +45,8 @@ def add_train(sub) -> None:
         help="Pretrained backbone (default: the shipped one), or a segmenter whose backbone "
         "to start from (the --classes are learnt anew).",
     )
-    p.add_argument("--mode", choices=("linear", "finetune"), default="linear")
     add_device(p)
-    add_seed(p, 0)
-    p.add_argument(
-        "--steps", type=int, default=None, help="Optimisation steps (probe: 300, fine-tune: 300)."
-    )
+    add_training_flags(p)
     p.add_argument(
         "--classes",
         default=",".join(DEFAULT_CLASSES),
@@ -124,13 +121,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     pairs = [load_pair(i, lab) for i, lab in zip(args.image, args.labels)]
     background = [background_slices(path, lab) for path, (_, lab) in zip(args.labels, pairs)]
     config = {
-        "mode": args.mode,
+        **training_flags(args),
         "classes": classes,
         "annotation_mode": "sparse" if args.sparse is not None else "full",
         "background_value": args.sparse,
-        "seed": args.seed,
         "local_contrast_steps": args.local_contrast,
-        **({"probe_steps": args.steps, "ft_steps": args.steps} if args.steps else {}),
     }
     t0 = time.perf_counter()
     last = {"stage": None}

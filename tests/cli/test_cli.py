@@ -523,3 +523,18 @@ def test_segment_probe_head_flag_reaches_the_training_settings():
     assert _settings(parse(base)).train_config().probe_head == "linear"
     chosen = _settings(parse([*base, "--probe-head", "hypercolumn"]))
     assert chosen.train_config().probe_head == "hypercolumn"
+
+
+def test_train_takes_the_same_training_flags_as_segment():
+    from napari_pix2rep.cli import build_parser
+    from napari_pix2rep.cli.common import training_flags
+
+    argv = ["train", "--image", "a.nii.gz", "--labels", "l.nii.gz", "--out", "s.pt"]
+    args = build_parser().parse_args([*argv, "--steps", "40", "--probe-head", "decoder"])
+    assert training_flags(args) == {
+        "mode": "linear",
+        "seed": 0,
+        "probe_steps": 40,
+        "ft_steps": 40,
+        "probe_head": "decoder",
+    }
